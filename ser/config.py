@@ -1,0 +1,15 @@
+"""Hydra/OmegaConf glue: resolvers the configs use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def register_resolvers() -> None:
+    """`${repo_root:}`: the checkout's root, whatever the working directory."""
+    if not OmegaConf.has_resolver("repo_root"):
+        OmegaConf.register_new_resolver("repo_root", lambda: str(REPO_ROOT))

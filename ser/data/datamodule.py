@@ -1,0 +1,204 @@
+"""LightningDataModule for hand features (the seed's CNN input).
+
+Scans the corpora, splits by protocol, featurises (augmented versions on training
+clips only, cached on disk), and fits standardisation and class weights on the
+training rows alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from ser.data.audio import AudioConfig
+from ser.data.clip import Clip
+from ser.data.corpora import load_corpora
+from ser.data.download import ensure_ravdess
+from ser.data.labels import EMOTIONS
+from ser.data.splits import Split, check_rows_no_leak, make_split
+from ser.features.augment import AugmentConfig
+from ser.features.extract import FeatureSpec, FeatureTable, featurise
+from ser.features.hand import HandFeatureConfig
+
+log = logging.getLogger(__name__)
+
+
+def balanced_class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """sklearn's 'balanced': n_samples / (n_classes_present * count); 0 for absent classes."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    present = counts > 0
+    weights = np.zeros(n_classes)
+    weights[present] = len(labels) / (present.sum() * counts[present])
+    return weights
+
+
+def _take(table: FeatureTable, rows: np.ndarray) -> FeatureTable:
+    """The given rows of a feature table, as a new table."""
+    return FeatureTable(
+        features=table.features[rows],
+        clip_index=table.clip_index[rows],
+        versions=[table.versions[i] for i in rows],
+        skipped=list(table.skipped),
+    )
+
+
+class FeatureDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        data_dir: str | Path,
+        corpora: Sequence[str] = ("ravdess",),
+        split: dict | None = None,
+        fold: int = 1,
+        features: dict | None = None,
+        augment: dict | None = None,
+        batch_size: int = 32,
+        cache_dir: str | Path | None = None,
+        n_jobs: int = 2,
+        on_bad_file: str = "error",
+        download: bool | None = None,
+        progress: bool = True,
+    ) -> None:
+        super().__init__()
+        if on_bad_file not in ("error", "skip"):
+            raise ValueError(f"data.on_bad_file must be 'error' or 'skip', got {on_bad_file!r}")
+        self.data_dir = Path(data_dir)
+        self.corpora = list(corpora)
+        self.split_cfg = dict(split or {"protocol": "speaker_independent"})
+        self.fold = fold
+        features = dict(features or {})
+        augment = dict(augment or {})
+        self.train_versions = list(augment.pop("versions", ["original"]))
+        self.spec = FeatureSpec(
+            audio=AudioConfig(**features.get("audio", {})),
+            hand=HandFeatureConfig(**features.get("hand", {})),
+            augment=AugmentConfig(**augment),
+        )
+        self.batch_size = batch_size
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.n_jobs = n_jobs
+        self.on_bad_file = on_bad_file
+        self.download = download
+        self.progress = progress
+        self.class_names: tuple[str, ...] = EMOTIONS
+        self.clips: list[Clip] = []
+        self.split: Split | None = None
+        self.tables: dict[str, FeatureTable] = {}
+        self.datasets: dict[str, TensorDataset] = {}
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    def prepare_data(self) -> None:
+        if "ravdess" in self.corpora:
+            ensure_ravdess(self.data_dir, download=self.download, progress=self.progress)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Featurise what `stage` needs: everything for fit, the test split for test."""
+        if self.datasets:
+            return
+        self.clips = load_corpora(self.data_dir, self.corpora)
+        self.split = make_split(self.clips, fold=self.fold, **self.split_cfg)
+        if self.split.rows_leak:
+            self._setup_leaky_rows()
+        elif stage == "test":
+            self.tables = {"test": self._featurise(self.split.test, ["original"])}
+        else:
+            self._setup_by_clip()
+        if "train" in self.tables:
+            self._fit_training_stats()
+        self.datasets = {
+            stage: TensorDataset(torch.from_numpy(t.features), torch.from_numpy(self.labels(stage)))
+            for stage, t in self.tables.items()
+        }
+        log.info(
+            "%s split%s: %s rows", self.split.protocol,
+            f" fold {self.split.fold}" if self.split.fold else " (LEAKY)",
+            {k: len(v) for k, v in self.datasets.items()},
+        )
+
+    def _featurise(self, indices: Sequence[int], versions: Sequence[str]) -> FeatureTable:
+        table = featurise(
+            [self.clips[i] for i in indices], versions, self.spec,
+            cache_dir=self.cache_dir, n_jobs=self.n_jobs,
+            on_bad_file=self.on_bad_file, progress=self.progress,
+        )
+        for path, reason in table.skipped:
+            log.warning("skipped %s: %s", path, reason)
+        # map back to indices into self.clips
+        table.clip_index = np.asarray(indices, dtype=np.int64)[table.clip_index]
+        return table
+
+    def _setup_by_clip(self) -> None:
+        split = self.split
+        self.tables = {
+            "train": self._featurise(split.train, self.train_versions),
+            "val": self._featurise(split.val, ["original"]),
+            "test": self._featurise(split.test, ["original"]),
+        }
+        ids = {k: [self.clips[i].clip_id for i in t.clip_index] for k, t in self.tables.items()}
+        check_rows_no_leak(ids["train"], ids["test"])
+        check_rows_no_leak(ids["train"], ids["val"])
+
+    def _setup_leaky_rows(self) -> None:
+        """The seed's protocol: augment every clip, then split the rows at random."""
+        every = list(range(len(self.clips)))
+        table = self._featurise(every, self.train_versions)
+        rng = np.random.default_rng(self.split_cfg.get("seed", 0))
+        order = rng.permutation(len(table.features))
+        n_test = int(round(self.split_cfg.get("test_fraction", 0.2) * len(order)))
+        test_rows, train_rows = np.sort(order[:n_test]), np.sort(order[n_test:])
+        test = _take(table, test_rows)
+        self.tables = {"train": _take(table, train_rows), "val": test, "test": test}
+
+    def _fit_training_stats(self) -> None:
+        train = self.tables["train"].features
+        self.mean = train.mean(axis=0)
+        self.std = np.maximum(train.std(axis=0), 1e-8)
+        labels = self.labels("train")
+        self.class_weights = balanced_class_weights(labels, self.n_classes)
+
+    def labels(self, stage: str) -> np.ndarray:
+        idx = self.tables[stage].clip_index
+        return np.array([self.class_names.index(self.clips[i].emotion) for i in idx], np.int64)
+
+    @property
+    def n_features(self) -> int:
+        return int(next(iter(self.tables.values())).features.shape[1])
+
+    def metadata(self) -> dict[str, Any]:
+        """What a checkpoint needs to featurise new audio and to say how it was trained."""
+        return {
+            "feature_type": "hand",
+            "features": asdict(self.spec),
+            "train_versions": self.train_versions,
+            "corpora": self.corpora,
+            "split": {**self.split_cfg, "fold": self.split.fold,
+                      "protocol": self.split.protocol, "leaky": self.split.leaky},
+            "test_speakers": list(self.split.test_speakers),
+        }
+
+    def _loader(self, stage: str, shuffle: bool = False) -> DataLoader:
+        return DataLoader(self.datasets[stage], batch_size=self.batch_size, shuffle=shuffle)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def test_rows(self) -> list[tuple[Clip, str]]:
+        """(clip, version) per test row, in loader order, for per-clip prediction files."""
+        t = self.tables["test"]
+        return [(self.clips[i], v) for i, v in zip(t.clip_index, t.versions)]

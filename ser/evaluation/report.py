@@ -1,0 +1,63 @@
+"""Writing an evaluation run's files: metrics.json, confusion.png, predictions.csv."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ser.data.clip import Clip
+from ser.evaluation.plots import save_confusion_png
+
+LEAKY_LABEL = "LEAKY (seed's random split: speakers shared between train and test)"
+
+
+def protocol_label(protocol: dict) -> str:
+    """One line saying how the test set was chosen; leaky protocols say so loudly."""
+    if protocol.get("leaky"):
+        return LEAKY_LABEL
+    return f"speaker-independent, fold {protocol.get('fold')}"
+
+
+def write_report(
+    out_dir: Path,
+    metrics: dict,
+    rows: Sequence[tuple[Clip, str]],
+    probs: np.ndarray | None,
+    protocol: dict,
+    checkpoint: str = "",
+) -> dict:
+    """Write the three report files into `out_dir` and return the metrics written."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    label = protocol_label(protocol)
+    payload = {**metrics, "protocol": label, "split": protocol, "checkpoint": str(checkpoint)}
+    (out_dir / "metrics.json").write_text(json.dumps(payload, indent=2))
+    save_confusion_png(
+        np.array(metrics["confusion"]), metrics["classes"], out_dir / "confusion.png",
+        title=f"UA {100 * metrics['ua']:.1f}  WA {100 * metrics['wa']:.1f} | {label}"[:90],
+    )
+    if probs is not None:
+        write_predictions(out_dir / "predictions.csv", rows, probs, metrics["classes"], label)
+    return payload
+
+
+def write_predictions(
+    path: Path,
+    rows: Sequence[tuple[Clip, str]],
+    probs: np.ndarray,
+    classes: Sequence[str],
+    protocol: str,
+) -> None:
+    if len(rows) != len(probs):
+        raise ValueError(f"{len(rows)} rows but {len(probs)} predictions")
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "speaker", "version", "true", "pred", *classes, "protocol"])
+        for (clip, version), p in zip(rows, probs):
+            pred = classes[int(np.argmax(p))]
+            writer.writerow([clip.path, clip.speaker, version, clip.emotion, pred,
+                             *(f"{x:.5f}" for x in p), protocol])

@@ -1,0 +1,1 @@
+"""Model architectures (plain nn.Modules; training lives in ser.training)."""

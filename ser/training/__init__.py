@@ -1,0 +1,1 @@
+"""LightningModules and the train(cfg) entry point."""

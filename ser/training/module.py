@@ -1,0 +1,145 @@
+"""LightningModule for emotion classifiers on fixed-size feature vectors.
+
+Holds everything inference needs beside the weights: class names, the
+standardisation statistics fit on the training split (as buffers), and a
+`ser_meta` dict (feature config, network config, split protocol) that is written
+into every checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from ser.evaluation.metrics import metrics_from_confusion
+
+
+class EmotionClassifier(L.LightningModule):
+    def __init__(
+        self,
+        net: nn.Module,
+        class_names: Sequence[str],
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        monitor: str = "val/ua",
+        l2: float = 0.0,
+        l2_params: Sequence[str] = (),
+        n_features: int = 1,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False, ignore=["net"])
+        self.net = net
+        self.class_names = list(class_names)
+        n = len(self.class_names)
+        self.register_buffer("class_weights", torch.ones(n))
+        self.register_buffer("feature_mean", torch.zeros(n_features))
+        self.register_buffer("feature_std", torch.ones(n_features))
+        self.ser_meta: dict = {}
+        self.confusion = nn.ModuleDict(
+            {stage: MulticlassConfusionMatrix(n) for stage in ("train", "val", "test")}
+        )
+        self.last_metrics: dict[str, dict] = {}
+        self._test_probs: list[torch.Tensor] = []
+        self.last_test_outputs: "np.ndarray | None" = None  # (rows, classes) probabilities
+
+    # --- data-dependent state, set once the training split is known -------------
+    def attach_training_stats(
+        self, mean: np.ndarray, std: np.ndarray, class_weights: np.ndarray, meta: dict
+    ) -> None:
+        self.feature_mean = torch.as_tensor(mean, dtype=torch.float32)
+        self.feature_std = torch.as_tensor(std, dtype=torch.float32)
+        self.class_weights = torch.as_tensor(class_weights, dtype=torch.float32)
+        self.ser_meta = dict(meta)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["ser_meta"] = {**self.ser_meta, "class_names": self.class_names}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.ser_meta = checkpoint.get("ser_meta", {})
+
+    # --- forward ---------------------------------------------------------------
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Raw (unstandardised) features in, logits out."""
+        return self.net((features - self.feature_mean) / self.feature_std)
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        """Logs the loss, accumulates the confusion matrix, returns the logits."""
+        x, y = batch
+        logits = self(x)
+        self._loss = nn.functional.cross_entropy(logits.float(), y, weight=self.class_weights)
+        self.confusion[stage].update(logits.argmax(dim=-1), y)
+        self.log(f"{stage}/loss", self._loss, on_step=False, on_epoch=True,
+                 prog_bar=stage == "train", batch_size=len(y))
+        return logits
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        self._step(batch, "train")
+        return self._loss + self._l2_penalty()
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        logits = self._step(batch, "test")
+        self._test_probs.append(logits.float().softmax(dim=-1).cpu())
+
+    def on_test_epoch_start(self) -> None:
+        self._test_probs = []
+
+    def _l2_penalty(self) -> torch.Tensor:
+        """Keras-style kernel_regularizer: l2 * sum(w^2) on the named weights only."""
+        if not self.hparams.l2 or not self.hparams.l2_params:
+            return torch.zeros((), device=self.device)
+        params = dict(self.net.named_parameters())
+        return self.hparams.l2 * sum(params[n].pow(2).sum() for n in self.hparams.l2_params)
+
+    # --- epoch metrics ---------------------------------------------------------
+    def _epoch_end(self, stage: str) -> None:
+        cm = self.confusion[stage].compute().cpu().numpy()
+        self.confusion[stage].reset()
+        metrics = metrics_from_confusion(cm, self.class_names)
+        self.last_metrics[stage] = metrics
+        for key in ("wa", "ua", "macro_f1"):
+            self.log(f"{stage}/{key}", metrics[key], prog_bar=key == "ua" and stage == "val")
+        if stage != "train":
+            self._log_confusion_image(cm, stage)
+
+    def on_train_epoch_end(self) -> None:
+        self._epoch_end("train")
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._epoch_end("val")
+        else:
+            self.confusion["val"].reset()
+
+    def on_test_epoch_end(self) -> None:
+        self._epoch_end("test")
+        self.last_test_outputs = torch.cat(self._test_probs).numpy() if self._test_probs else None
+
+    def _log_confusion_image(self, cm: np.ndarray, stage: str) -> None:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        for logger in self.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                from ser.evaluation.plots import confusion_figure
+
+                fig = confusion_figure(cm, self.class_names, f"{stage} epoch {self.current_epoch}")
+                logger.experiment.add_figure(f"{stage}/confusion", fig, self.current_epoch)
+
+    # --- optimisation ----------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        optimizer = self.hparams.optimizer(params=self.parameters())
+        if self.hparams.scheduler is None:
+            return optimizer
+        scheduler = self.hparams.scheduler(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.monitor},
+        }
