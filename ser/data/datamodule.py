@@ -201,4 +201,4 @@ class FeatureDataModule(L.LightningDataModule):
     def test_rows(self) -> list[tuple[Clip, str]]:
         """(clip, version) per test row, in loader order, for per-clip prediction files."""
         t = self.tables["test"]
-        return [(self.clips[i], v) for i, v in zip(t.clip_index, t.versions)]
+        return [(self.clips[i], v) for i, v in zip(t.clip_index, t.versions, strict=False)]

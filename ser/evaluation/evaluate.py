@@ -17,7 +17,9 @@ from ser.training.checkpoint import load_classifier
 log = logging.getLogger(__name__)
 
 
-def datamodule_for(model_meta: dict, data_cfg: DictConfig | None, data_dir: str) -> FeatureDataModule:
+def datamodule_for(
+    model_meta: dict, data_cfg: DictConfig | None, paths: DictConfig
+) -> FeatureDataModule:
     """The checkpoint's own corpora/split/fold unless a data config overrides them.
 
     Features always come from the checkpoint: the model only understands those.
@@ -27,7 +29,8 @@ def datamodule_for(model_meta: dict, data_cfg: DictConfig | None, data_dir: str)
     if data_cfg is None:
         split = {k: v for k, v in model_meta["split"].items() if k not in ("fold", "leaky")}
         return FeatureDataModule(
-            data_dir=data_dir, corpora=model_meta["corpora"], split=split,
+            data_dir=paths.data_dir, cache_dir=paths.cache_dir,
+            corpora=model_meta["corpora"], split=split,
             fold=model_meta["split"].get("fold") or 1, features=features, augment=no_augment,
         )
     return hydra.utils.instantiate(data_cfg, features=features, augment=no_augment)
@@ -37,7 +40,7 @@ def evaluate(cfg: DictConfig) -> dict:
     model = load_classifier(cfg.ckpt_path)
     meta = model.ser_meta
     data_cfg = cfg.get("data")
-    datamodule = datamodule_for(meta, data_cfg, cfg.paths.data_dir)
+    datamodule = datamodule_for(meta, data_cfg, cfg.paths)
     datamodule.prepare_data()
     datamodule.setup("test")
     trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=False)

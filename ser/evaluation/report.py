@@ -57,7 +57,7 @@ def write_predictions(
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "speaker", "version", "true", "pred", *classes, "protocol"])
-        for (clip, version), p in zip(rows, probs):
+        for (clip, version), p in zip(rows, probs, strict=False):
             pred = classes[int(np.argmax(p))]
             writer.writerow([clip.path, clip.speaker, version, clip.emotion, pred,
                              *(f"{x:.5f}" for x in p), protocol])

@@ -20,6 +20,9 @@ def load_classifier(ckpt_path: str | Path, map_location: str = "cpu") -> Emotion
     if not meta or "net" not in meta:
         raise ValueError(f"{path}: not a ser checkpoint (no 'ser_meta' with a network config)")
     net = hydra.utils.instantiate(meta["net"])
-    model = EmotionClassifier.load_from_checkpoint(path, map_location=map_location, net=net)
+    # our own checkpoints carry config objects (partials, ListConfigs) beside the tensors
+    model = EmotionClassifier.load_from_checkpoint(
+        path, map_location=map_location, net=net, weights_only=False
+    )
     model.eval()
     return model

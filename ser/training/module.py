@@ -42,11 +42,11 @@ class EmotionClassifier(L.LightningModule):
         self.register_buffer("feature_std", torch.ones(n_features))
         self.ser_meta: dict = {}
         self.confusion = nn.ModuleDict(
-            {stage: MulticlassConfusionMatrix(n) for stage in ("train", "val", "test")}
+            {f"cm_{stage}": MulticlassConfusionMatrix(n) for stage in ("train", "val", "test")}
         )
         self.last_metrics: dict[str, dict] = {}
         self._test_probs: list[torch.Tensor] = []
-        self.last_test_outputs: "np.ndarray | None" = None  # (rows, classes) probabilities
+        self.last_test_outputs: np.ndarray | None = None  # (rows, classes) probabilities
 
     # --- data-dependent state, set once the training split is known -------------
     def attach_training_stats(
@@ -73,7 +73,7 @@ class EmotionClassifier(L.LightningModule):
         x, y = batch
         logits = self(x)
         self._loss = nn.functional.cross_entropy(logits.float(), y, weight=self.class_weights)
-        self.confusion[stage].update(logits.argmax(dim=-1), y)
+        self.confusion[f"cm_{stage}"].update(logits.argmax(dim=-1), y)
         self.log(f"{stage}/loss", self._loss, on_step=False, on_epoch=True,
                  prog_bar=stage == "train", batch_size=len(y))
         return logits
@@ -101,8 +101,8 @@ class EmotionClassifier(L.LightningModule):
 
     # --- epoch metrics ---------------------------------------------------------
     def _epoch_end(self, stage: str) -> None:
-        cm = self.confusion[stage].compute().cpu().numpy()
-        self.confusion[stage].reset()
+        cm = self.confusion[f"cm_{stage}"].compute().cpu().numpy()
+        self.confusion[f"cm_{stage}"].reset()
         metrics = metrics_from_confusion(cm, self.class_names)
         self.last_metrics[stage] = metrics
         for key in ("wa", "ua", "macro_f1"):
@@ -117,7 +117,7 @@ class EmotionClassifier(L.LightningModule):
         if not self.trainer.sanity_checking:
             self._epoch_end("val")
         else:
-            self.confusion["val"].reset()
+            self.confusion["cm_val"].reset()
 
     def on_test_epoch_end(self) -> None:
         self._epoch_end("test")

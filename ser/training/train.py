@@ -10,7 +10,7 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from ser.evaluation.report import write_report
@@ -46,8 +46,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         {**datamodule.metadata(), "net": net_cfg},
     )
 
-    callbacks = _instantiate_list(cfg.get("callbacks"))
     loggers = _instantiate_list(cfg.get("logger"))
+    callbacks = _instantiate_list(cfg.get("callbacks"))
+    if not loggers:  # nothing to write learning rates to: Lightning would refuse to start
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     trainer.fit(model, datamodule=datamodule)
 
@@ -56,7 +58,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if ckpt_path:
         metrics.update(_best_val(trainer))
     if cfg.get("test", True):
-        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path or None, verbose=False)
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path or None, verbose=False,
+                     weights_only=False)  # our own checkpoint, written just above
         test = model.last_metrics["test"]
         out_dir = Path(cfg.paths.output_dir)
         write_report(
@@ -76,4 +79,6 @@ def _best_checkpoint(trainer: L.Trainer) -> str:
 
 def _best_val(trainer: L.Trainer) -> dict[str, float]:
     cb = trainer.checkpoint_callback
-    return {f"{cb.monitor}_best": float(cb.best_model_score)} if cb.best_model_score is not None else {}
+    if cb.best_model_score is None:
+        return {}
+    return {f"{cb.monitor}_best": float(cb.best_model_score)}

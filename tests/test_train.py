@@ -1,0 +1,100 @@
+"""End to end: train(cfg) on generated and real RAVDESS, evaluate the checkpoint, aggregate."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+
+from ser.config import REPO_ROOT
+from ser.evaluation.aggregate import aggregate
+from ser.training.checkpoint import load_classifier
+from ser.training.train import train
+
+CONF = str(REPO_ROOT / "conf")
+
+
+def train_cfg(tmp_path: Path, data_dir: Path, *overrides: str):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                f"paths.data_dir={data_dir}",
+                f"paths.cache_dir={tmp_path / 'cache'}",
+                "trainer.max_epochs=2",
+                "data.progress=false",
+                "trainer.enable_progress_bar=false",
+                *overrides,
+            ],
+        )
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "run")
+    return cfg
+
+
+def test_fit_writes_a_self_contained_checkpoint_and_report(tmp_path, generated_data_dir):
+    cfg = train_cfg(tmp_path, generated_data_dir, "augment=none", "data.fold=2")
+    metrics = train(cfg)
+    assert {"val/ua", "val/ua_best", "test/ua", "test/wa", "test/macro_f1"} <= set(metrics)
+    run = Path(cfg.paths.output_dir)
+    report = json.loads((run / "metrics.json").read_text())
+    assert set(report) >= {"wa", "ua", "macro_f1", "per_class", "confusion", "protocol"}
+    assert report["protocol"] == "speaker-independent, fold 2"
+    assert sum(map(sum, report["confusion"])) == 4 * 8 * 2  # 4 test actors x 8 emotions x 2
+    assert (run / "confusion.png").stat().st_size > 0
+    lines = (run / "predictions.csv").read_text().splitlines()
+    assert len(lines) == 1 + 64 and "ravdess:05" in lines[1]
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+
+    model = load_classifier(run / "checkpoints" / "best.ckpt")
+    meta = model.ser_meta
+    assert meta["class_names"][0] == "neutral" and len(meta["class_names"]) == 8
+    assert meta["features"]["audio"]["offset"] == 0.6
+    assert meta["split"]["fold"] == 2 and meta["test_speakers"][0] == "ravdess:05"
+    assert not torch.equal(model.feature_std, torch.ones_like(model.feature_std))
+
+
+def test_random_protocol_is_labelled_leaky_in_every_output(tmp_path, generated_data_dir):
+    cfg = train_cfg(tmp_path, generated_data_dir, "experiment=baseline_ravdess_random",
+                    "trainer.max_epochs=1", "logger=none", "paths.data_dir=" +
+                    str(generated_data_dir))
+    train(cfg)
+    run = Path(cfg.paths.output_dir)
+    assert "LEAKY" in json.loads((run / "metrics.json").read_text())["protocol"]
+    assert "LEAKY" in (run / "predictions.csv").read_text().splitlines()[1]
+
+
+def test_aggregate_folds_into_mean_and_std(tmp_path):
+    for fold, ua in ((1, 0.4), (2, 0.6)):
+        d = tmp_path / str(fold - 1)
+        d.mkdir()
+        (d / "metrics.json").write_text(json.dumps(
+            {"ua": ua, "wa": ua + 0.1, "macro_f1": ua - 0.1, "protocol": "speaker-independent",
+             "split": {"fold": fold}}))
+    summary = aggregate(tmp_path)
+    assert summary["ua"]["mean"] == pytest.approx(0.5)
+    assert summary["ua"]["std"] == pytest.approx(0.1)
+    assert "50.0 ± 10.0" in (tmp_path / "summary.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+def test_short_real_fit_and_evaluate(tmp_path, real_ravdess):
+    """A real (short) fit on real RAVDESS fold 3, then evaluate.py's path on its checkpoint."""
+    from ser.evaluation.evaluate import evaluate
+
+    cfg = train_cfg(tmp_path, real_ravdess.parent, "augment=none", "data.fold=3",
+                    "trainer.max_epochs=3")
+    metrics = train(cfg)
+    assert metrics["test/ua"] > 1 / 8 + 0.03  # learned something beyond chance on new actors
+    ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "best.ckpt"
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        ecfg = compose("eval", overrides=[f"ckpt_path={ckpt}",
+                                          f"paths.data_dir={real_ravdess.parent}"])
+    with open_dict(ecfg):
+        ecfg.paths.output_dir = str(tmp_path / "eval")
+    report = evaluate(ecfg)
+    assert report["ua"] == pytest.approx(metrics["test/ua"], abs=1e-6)
+    assert len((tmp_path / "eval" / "predictions.csv").read_text().splitlines()) == 1 + 240
