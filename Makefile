@@ -11,7 +11,7 @@ export SER_DATA_DIR ?= $(abspath ../shared/data)
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,keras]"
 	touch $@
 
 venv: $(VENV)/.installed

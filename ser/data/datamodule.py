@@ -1,13 +1,16 @@
 """LightningDataModule for hand features (the seed's CNN input).
 
-Scans the corpora, splits by protocol, featurises (augmented versions on training
-clips only, cached on disk), and fits standardisation and class weights on the
-training rows alone.
+Scans the corpora, maps their labels into the run's classes (`labels`: merge/drop),
+splits by protocol, featurises (augmented versions on training clips only, cached on
+disk), and fits standardisation and class weights on the training rows alone, so both
+follow the corpus mixture.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -16,13 +19,14 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
 from ser.data.audio import AudioConfig
 from ser.data.clip import Clip
 from ser.data.corpora import load_corpora
 from ser.data.download import ensure_ravdess
-from ser.data.labels import EMOTIONS
+from ser.data.label_space import LabelSpace
 from ser.data.splits import Split, check_rows_no_leak, make_split
 from ser.features.augment import AugmentConfig
 from ser.features.extract import FeatureSpec, FeatureTable, featurise
@@ -38,6 +42,13 @@ def balanced_class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
     weights = np.zeros(n_classes)
     weights[present] = len(labels) / (present.sum() * counts[present])
     return weights
+
+
+def _plain(cfg: Any) -> Any:
+    """A config node (DictConfig, ListConfig or plain) as plain dicts and lists."""
+    if isinstance(cfg, DictConfig | ListConfig):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return dict(cfg) if isinstance(cfg, dict) else cfg
 
 
 def _take(table: FeatureTable, rows: np.ndarray) -> FeatureTable:
@@ -65,13 +76,18 @@ class FeatureDataModule(L.LightningDataModule):
         on_bad_file: str = "error",
         download: bool | None = None,
         progress: bool = True,
+        labels: dict | None = None,
+        class_names: Sequence[str] | None = None,
     ) -> None:
+        """`labels` merges/drops labels ({merge: {calm: neutral}, drop: [surprised]});
+        `class_names` fixes the classes instead (a checkpoint's, for evaluation)."""
         super().__init__()
         if on_bad_file not in ("error", "skip"):
             raise ValueError(f"data.on_bad_file must be 'error' or 'skip', got {on_bad_file!r}")
         self.data_dir = Path(data_dir)
         self.corpora = list(corpora)
-        self.split_cfg = dict(split or {"protocol": "speaker_independent"})
+        # plain containers: the split config goes into JSON reports and checkpoints
+        self.split_cfg = _plain(split) or {"protocol": "speaker_independent"}
         self.fold = fold
         features = dict(features or {})
         augment = dict(augment or {})
@@ -87,7 +103,14 @@ class FeatureDataModule(L.LightningDataModule):
         self.on_bad_file = on_bad_file
         self.download = download
         self.progress = progress
-        self.class_names: tuple[str, ...] = EMOTIONS
+        self.label_space = LabelSpace.from_config(labels)
+        self.test_corpora = list(self.split_cfg.get("test_corpora") or [])
+        if set(self.test_corpora) & set(self.corpora):
+            raise ValueError(f"test corpora {self.test_corpora} are also training corpora")
+        self.class_names: tuple[str, ...] = (
+            tuple(class_names) if class_names
+            else self.label_space.classes(self.corpora, self.test_corpora)
+        )
         self.clips: list[Clip] = []
         self.split: Split | None = None
         self.tables: dict[str, FeatureTable] = {}
@@ -98,14 +121,14 @@ class FeatureDataModule(L.LightningDataModule):
         return len(self.class_names)
 
     def prepare_data(self) -> None:
-        if "ravdess" in self.corpora:
+        if "ravdess" in self.corpora + self.test_corpora:
             ensure_ravdess(self.data_dir, download=self.download, progress=self.progress)
 
     def setup(self, stage: str | None = None) -> None:
         """Featurise what `stage` needs: everything for fit, the test split for test."""
         if self.datasets:
             return
-        self.clips = load_corpora(self.data_dir, self.corpora)
+        self.clips = self._labelled(load_corpora(self.data_dir, self.corpora + self.test_corpora))
         self.split = make_split(self.clips, fold=self.fold, **self.split_cfg)
         if self.split.rows_leak:
             self._setup_leaky_rows()
@@ -120,10 +143,28 @@ class FeatureDataModule(L.LightningDataModule):
             for stage, t in self.tables.items()
         }
         log.info(
-            "%s split%s: %s rows", self.split.protocol,
-            f" fold {self.split.fold}" if self.split.fold else " (LEAKY)",
+            "%s split%s%s: %s rows", self.split.protocol,
+            f" fold {self.split.fold}" if self.split.fold else "",
+            " (LEAKY)" if self.split.leaky else "",
             {k: len(v) for k, v in self.datasets.items()},
         )
+
+    def _labelled(self, clips: list[Clip]) -> list[Clip]:
+        """Clips with their label mapped into the run's classes; the others left out."""
+        kept, dropped = [], Counter()
+        for clip in clips:
+            label = self.label_space.map(clip.emotion)
+            if label in self.class_names:
+                kept.append(dataclasses.replace(clip, emotion=label) if label != clip.emotion
+                            else clip)
+            else:
+                dropped[f"{clip.corpus}:{clip.emotion}"] += 1
+        if dropped:
+            log.info("labels outside classes %s left out: %s", self.class_names, dict(dropped))
+        if not kept:
+            raise ValueError(f"no clip of {self.corpora + self.test_corpora} has one of the "
+                             f"classes {self.class_names}")
+        return kept
 
     def _featurise(self, indices: Sequence[int], versions: Sequence[str]) -> FeatureTable:
         table = featurise(
@@ -181,8 +222,12 @@ class FeatureDataModule(L.LightningDataModule):
             "features": asdict(self.spec),
             "train_versions": self.train_versions,
             "corpora": self.corpora,
+            "labels": self.label_space.to_config(),
+            "class_names": list(self.class_names),
             "split": {**self.split_cfg, "fold": self.split.fold,
-                      "protocol": self.split.protocol, "leaky": self.split.leaky},
+                      "protocol": self.split.protocol, "leaky": self.split.leaky,
+                      "tested_corpora": list(self.split.test_corpora),
+                      "trained_corpora": self.corpora},
             "test_speakers": list(self.split.test_speakers),
         }
 

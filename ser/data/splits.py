@@ -1,7 +1,11 @@
 """Train/validation/test splits, and the guard that keeps test speakers out of training.
 
-`speaker_independent` is the honest protocol: 6 fixed folds of 4 RAVDESS test actors
-(2 male, 2 female), validation actors drawn from the rest, gender-balanced.
+`speaker_independent` is the honest protocol. Its test speakers are fold k of one
+corpus (RAVDESS when present, else the first corpus, or `test_corpus`): for RAVDESS the
+6 fixed folds of 4 actors (2 male, 2 female), for any other corpus gender-balanced
+speaker-held-out folds. Validation speakers come from that corpus's other speakers,
+gender-balanced; every other corpus in a mixture trains.
+`cross_corpus` tests on whole corpora (`test_corpora`) and trains on the others.
 `random` reproduces the seed's leaky protocol (clips, or even augmented copies of one
 clip, shared between train and test) and is labelled leaky wherever it is reported.
 """
@@ -25,7 +29,9 @@ RAVDESS_FOLDS: tuple[tuple[int, ...], ...] = (
     (21, 22, 23, 24),
 )
 
-PROTOCOLS = ("speaker_independent", "random")
+PROTOCOLS = ("speaker_independent", "cross_corpus", "random")
+LEAKY_PROTOCOLS = ("random",)
+MAX_FOLDS = 6
 
 
 class SplitLeakError(RuntimeError):
@@ -47,7 +53,12 @@ class Split:
 
     @property
     def leaky(self) -> bool:
-        return self.protocol != "speaker_independent"
+        return self.protocol in LEAKY_PROTOCOLS
+
+    @property
+    def test_corpora(self) -> tuple[str, ...]:
+        """Corpora of the test speakers (empty for the random protocol)."""
+        return tuple(sorted({s.split(":", 1)[0] for s in self.test_speakers}))
 
 
 def make_split(
@@ -58,26 +69,115 @@ def make_split(
     seed: int = 0,
     test_fraction: float = 0.2,
     rows_leak: bool = True,
+    test_corpus: str | None = None,
+    test_corpora: Sequence[str] = (),
+    val_fraction: float = 0.15,
 ) -> Split:
     """Dispatch on the protocol name, as set by `data.split.protocol`."""
     if protocol == "speaker_independent":
-        return speaker_independent_split(clips, fold, n_val_speakers, seed)
+        return speaker_independent_split(clips, fold, n_val_speakers, seed, test_corpus,
+                                         val_fraction)
+    if protocol == "cross_corpus":
+        return cross_corpus_split(clips, test_corpora, n_val_speakers, seed, val_fraction)
     if protocol == "random":
         return random_split(clips, test_fraction, seed, rows_leak)
     raise ValueError(f"unknown split protocol {protocol!r}; choose from {PROTOCOLS}")
 
 
+def fold_corpus(clips: Sequence[Clip], test_corpus: str | None = None) -> str:
+    """The corpus whose speakers are folded: the named one, RAVDESS if present, else the first."""
+    present = list(dict.fromkeys(c.corpus for c in clips))
+    if test_corpus is not None:
+        if present and test_corpus not in present:
+            raise ValueError(f"split.test_corpus {test_corpus!r} is not among {present}")
+        return test_corpus
+    return "ravdess" if "ravdess" in present or not present else present[0]
+
+
+def corpus_folds(clips: Sequence[Clip], corpus: str) -> list[tuple[str, ...]]:
+    """Test-speaker folds of one corpus: RAVDESS's fixed 6, else up to 6 held-out groups.
+
+    Speakers are sorted within each gender and dealt round-robin, one gender after the
+    other, so each fold gets its share of both and the folds never change with the data's
+    order.
+    """
+    if corpus == "ravdess":
+        return [tuple(f"ravdess:{a:02d}" for a in fold) for fold in RAVDESS_FOLDS]
+    by_gender: dict[str, list[str]] = {}
+    for spk, gender in sorted({(c.speaker, c.gender) for c in clips if c.corpus == corpus}):
+        by_gender.setdefault(gender, []).append(spk)
+    speakers = [s for g in sorted(by_gender) for s in by_gender[g]]
+    n_folds = min(MAX_FOLDS, len(speakers))
+    return [tuple(sorted(speakers[i::n_folds])) for i in range(n_folds)]
+
+
 def speaker_independent_split(
-    clips: Sequence[Clip], fold: int, n_val_speakers: int = 4, seed: int = 0
+    clips: Sequence[Clip],
+    fold: int,
+    n_val_speakers: int = 4,
+    seed: int = 0,
+    test_corpus: str | None = None,
+    val_fraction: float = 0.15,
 ) -> Split:
-    """Fold `fold` (1-based) of the fixed RAVDESS folds; validation speakers seeded."""
-    if not 1 <= fold <= len(RAVDESS_FOLDS):
-        raise ValueError(f"data.fold must be 1..{len(RAVDESS_FOLDS)}, got {fold}")
-    test_speakers = {f"ravdess:{a:02d}" for a in RAVDESS_FOLDS[fold - 1]}
-    present = {c.speaker for c in clips}
-    if not test_speakers & present:
+    """Fold `fold` (1-based) of the fold corpus's speakers; validation speakers seeded."""
+    corpus = fold_corpus(clips, test_corpus)
+    folds = corpus_folds(clips, corpus)
+    if not 1 <= fold <= len(folds):
+        raise ValueError(f"data.fold must be 1..{len(folds)} for {corpus}, got {fold}")
+    test_speakers = set(folds[fold - 1])
+    if not test_speakers & {c.speaker for c in clips}:
         raise ValueError(f"fold {fold}: none of its test actors {sorted(test_speakers)} present")
-    val_speakers = _pick_val_speakers(clips, test_speakers, n_val_speakers, seed + fold)
+    # validation measures what test measures: unseen speakers of the same corpus
+    same_corpus = [c for c in clips if c.corpus == corpus]
+    train, val, test = _assign(clips, test_speakers, same_corpus, n_val_speakers, seed + fold,
+                               val_fraction)
+    split = Split(train, val, test, "speaker_independent", fold,
+                  test_speakers=tuple(sorted(test_speakers)))
+    check_no_leak(clips, split)
+    return split
+
+
+def cross_corpus_split(
+    clips: Sequence[Clip],
+    test_corpora: Sequence[str],
+    n_val_speakers: int = 4,
+    seed: int = 0,
+    val_fraction: float = 0.15,
+) -> Split:
+    """Every clip of `test_corpora` is test; the other corpora train, some speakers validate."""
+    test_corpora = list(test_corpora)
+    present = {c.corpus for c in clips}
+    if not test_corpora or not set(test_corpora) <= present:
+        raise ValueError(f"split.test_corpora {test_corpora} must name loaded corpora "
+                         f"({sorted(present)})")
+    if present <= set(test_corpora):
+        raise ValueError("cross_corpus needs at least one training corpus besides the test ones")
+    test_speakers = {c.speaker for c in clips if c.corpus in test_corpora}
+    rest = [c for c in clips if c.corpus not in test_corpora]
+    train, val, test = _assign(clips, test_speakers, rest, n_val_speakers, seed, val_fraction)
+    split = Split(train, val, test, "cross_corpus", None,
+                  test_speakers=tuple(sorted(test_speakers)))
+    check_no_leak(clips, split)
+    return split
+
+
+def _assign(
+    clips: Sequence[Clip],
+    test_speakers: set[str],
+    val_pool: Sequence[Clip],
+    n_val_speakers: int,
+    seed: int,
+    val_fraction: float,
+) -> tuple[list[int], list[int], list[int]]:
+    """Indices of train, val and test; val speakers come from `val_pool`.
+
+    At least one speaker of the pool stays in training. A pool with a single non-test
+    speaker (TESS: OAF tests, YAF is all that is left) validates on a seeded fraction of
+    that speaker's clips instead: still never a test speaker.
+    """
+    candidates = {c.speaker for c in val_pool} - test_speakers
+    n_val = min(n_val_speakers, len(candidates) - 1)
+    val_speakers = _pick_val_speakers(val_pool, test_speakers, n_val, seed) if n_val > 0 else set()
     train, val, test = [], [], []
     for i, clip in enumerate(clips):
         if clip.speaker in test_speakers:
@@ -86,10 +186,21 @@ def speaker_independent_split(
             val.append(i)
         else:
             train.append(i)
-    split = Split(train, val, test, "speaker_independent", fold,
-                  test_speakers=tuple(sorted(test_speakers)))
-    check_no_leak(clips, split)
-    return split
+    if not val_speakers and n_val_speakers > 0:
+        pool = candidates or {clips[i].speaker for i in train}
+        train, val = _clip_holdout(clips, train, pool, val_fraction, seed)
+    return train, val, test
+
+
+def _clip_holdout(
+    clips: Sequence[Clip], train: list[int], pool: set[str], fraction: float, seed: int
+) -> tuple[list[int], list[int]]:
+    """Move a seeded `fraction` of the pool speakers' training clips to validation."""
+    eligible = [i for i in train if clips[i].speaker in pool]
+    if not eligible:
+        return train, []
+    chosen = set(_random.Random(seed).sample(eligible, max(1, round(fraction * len(eligible)))))
+    return [i for i in train if i not in chosen], sorted(chosen)
 
 
 def _pick_val_speakers(

@@ -17,23 +17,34 @@ from ser.training.checkpoint import load_classifier
 log = logging.getLogger(__name__)
 
 
+# keys of a checkpoint's split metadata that configure a split (the rest describe it)
+SPLIT_KEYS = ("protocol", "n_val_speakers", "seed", "test_fraction", "rows_leak",
+              "test_corpus", "test_corpora", "val_fraction")
+
+
 def datamodule_for(
     model_meta: dict, data_cfg: DictConfig | None, paths: DictConfig
 ) -> FeatureDataModule:
     """The checkpoint's own corpora/split/fold unless a data config overrides them.
 
-    Features always come from the checkpoint: the model only understands those.
+    Features and classes always come from the checkpoint: the model only understands
+    those. With another data config (a cross-corpus test: `data=ravdess
+    split=cross_corpus split.test_corpora=[tess]`), clips whose label the model lacks
+    are left out, so the metrics cover the labels both share.
     """
     features = {k: model_meta["features"][k] for k in ("audio", "hand")}
     no_augment = {**model_meta["features"]["augment"], "versions": ["original"]}
+    classes = model_meta.get("class_names")
     if data_cfg is None:
-        split = {k: v for k, v in model_meta["split"].items() if k not in ("fold", "leaky")}
+        split = {k: v for k, v in model_meta["split"].items() if k in SPLIT_KEYS}
         return FeatureDataModule(
             data_dir=paths.data_dir, cache_dir=paths.cache_dir,
             corpora=model_meta["corpora"], split=split,
             fold=model_meta["split"].get("fold") or 1, features=features, augment=no_augment,
+            labels=model_meta.get("labels"), class_names=classes,
         )
-    return hydra.utils.instantiate(data_cfg, features=features, augment=no_augment)
+    return hydra.utils.instantiate(data_cfg, features=features, augment=no_augment,
+                                   labels=model_meta.get("labels"), class_names=classes)
 
 
 def evaluate(cfg: DictConfig) -> dict:

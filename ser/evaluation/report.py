@@ -19,7 +19,12 @@ def protocol_label(protocol: dict) -> str:
     """One line saying how the test set was chosen; leaky protocols say so loudly."""
     if protocol.get("leaky"):
         return LEAKY_LABEL
-    return f"speaker-independent, fold {protocol.get('fold')}"
+    tested = list(protocol.get("tested_corpora") or [])
+    if protocol.get("protocol") == "cross_corpus":
+        trained = "+".join(protocol.get("trained_corpora") or ["?"])
+        return f"cross-corpus, trained on {trained}, tested on {'+'.join(tested)}"
+    where = f"{tested[0]} " if tested and tested != ["ravdess"] else ""
+    return f"speaker-independent, {where}fold {protocol.get('fold')}"
 
 
 def write_report(

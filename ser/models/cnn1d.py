@@ -96,7 +96,7 @@ class SeedCNN(nn.Module):
         c_in = [1, *channels[:-1]]
         self.blocks = nn.Sequential(
             *(ConvBlock(i, o, k, p, d, pool_first)
-              for i, o, k, p, d in zip(c_in, channels, kernels, pools, dropouts))
+              for i, o, k, p, d in zip(c_in, channels, kernels, pools, dropouts, strict=True))
         )
         self.head = nn.Sequential(
             nn.Linear(channels[-1], dense),

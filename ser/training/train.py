@@ -30,46 +30,125 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     torch.set_num_threads(cfg.get("num_threads") or torch.get_num_threads())
-    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule = _build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
-
-    net_cfg = OmegaConf.to_container(cfg.model.net, resolve=True)
-    net_cfg["n_classes"] = datamodule.n_classes
-    net = hydra.utils.instantiate(net_cfg)
-    model = hydra.utils.instantiate(
-        cfg.model.module, net=net, class_names=list(datamodule.class_names),
-        n_features=datamodule.n_features,
-    )
-    model.attach_training_stats(
-        datamodule.mean, datamodule.std, datamodule.class_weights,
-        {**datamodule.metadata(), "net": net_cfg},
-    )
+    model = _build_model(cfg, datamodule)
 
     loggers = _instantiate_list(cfg.get("logger"))
     callbacks = _instantiate_list(cfg.get("callbacks"))
     if not loggers:  # nothing to write learning rates to: Lightning would refuse to start
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                      precision=resolve_precision(cfg.trainer.get("precision")))
     trainer.fit(model, datamodule=datamodule)
+    if not _leave_distributed(trainer):
+        return {}  # DDP ranks other than 0: rank 0 tests and reports
 
     ckpt_path = _best_checkpoint(trainer)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     if ckpt_path:
         metrics.update(_best_val(trainer))
+    out_dir = Path(cfg.paths.output_dir)
     if cfg.get("test", True):
-        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path or None, verbose=False,
-                     weights_only=False)  # our own checkpoint, written just above
+        tester = trainer if trainer.world_size == 1 else _single_device_trainer(cfg)
+        tester.test(model, datamodule=datamodule, ckpt_path=ckpt_path or None, verbose=False,
+                    weights_only=False)  # our own checkpoint, written just above
         test = model.last_metrics["test"]
-        out_dir = Path(cfg.paths.output_dir)
-        write_report(
+        payload = write_report(
             out_dir, test, datamodule.test_rows(), model.last_test_outputs,
             protocol=datamodule.metadata()["split"], checkpoint=ckpt_path,
         )
+        _add_report_info(out_dir, payload, model)
         metrics.update({f"test/{k}": test[k] for k in ("wa", "ua", "macro_f1")})
+        _export(cfg, model, out_dir)
     Path(cfg.paths.output_dir, "train_metrics.json").write_text(json.dumps(metrics, indent=2))
     log.info("metrics: %s", json.dumps(metrics))
     return metrics
+
+
+def _build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
+    """The data config; a model with its own `datamodule` node swaps in that pipeline.
+
+    `data=` says which corpora, split, fold and batch size; `model.datamodule` says how
+    the model's input is made (e.g. waveforms instead of hand features), so
+    `model=hubert data=ravdess` gets the waveform pipeline on its own.
+    """
+    pipeline = cfg.model.get("datamodule")
+    if pipeline is None:
+        return hydra.utils.instantiate(cfg.data)
+    return hydra.utils.instantiate(cfg.data, **OmegaConf.to_container(pipeline, resolve=True))
+
+
+def _build_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> L.LightningModule:
+    class_names = list(datamodule.class_names)
+    net_cfg = OmegaConf.to_container(cfg.model.net, resolve=True)
+    if cfg.model.get("datamodule") is not None:  # waveform models: the net builds from labels
+        # called directly, not through instantiate, so errors (an unreachable backbone)
+        # reach the user as they were raised
+        net = hydra.utils.get_method(net_cfg.pop("_target_"))(class_names=class_names, **net_cfg)
+        model = hydra.utils.instantiate(cfg.model.module, net=net, class_names=class_names)
+        model.attach_training_stats(datamodule.class_weights, datamodule.metadata())
+        return model
+    net_cfg["n_classes"] = datamodule.n_classes
+    net = hydra.utils.instantiate(net_cfg)
+    model = hydra.utils.instantiate(
+        cfg.model.module, net=net, class_names=class_names, n_features=datamodule.n_features,
+    )
+    model.attach_training_stats(
+        datamodule.mean, datamodule.std, datamodule.class_weights,
+        {**datamodule.metadata(), "net": net_cfg},
+    )
+    return model
+
+
+def _leave_distributed(trainer: L.Trainer) -> bool:
+    """After a DDP fit: close the process group; True on the rank that goes on to test.
+
+    Testing then runs on one device in one process, so every test clip is scored once
+    and the report sees all predictions (a DDP test would shard and pad them).
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return trainer.global_rank == 0
+
+
+def resolve_precision(precision: str | int | None) -> str | int | None:
+    """`bf16-auto`: bf16 mixed precision where the hardware has it, else the next best.
+
+    GPUs with bf16 (Ampere and later): bf16-mixed; older GPUs: 16-mixed (fp16 with loss
+    scaling, as the seed's fp16); CPUs with AVX512-BF16/AMX: bf16-mixed; others: 32-true.
+    Any other value passes through unchanged.
+    """
+    if precision != "bf16-auto":
+        return precision
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "bf16-mixed" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "32-true"
+
+
+def _single_device_trainer(cfg: DictConfig) -> L.Trainer:
+    t = cfg.trainer
+    return L.Trainer(accelerator=t.get("accelerator", "auto"), devices=1,
+                     precision=resolve_precision(t.get("precision")), logger=False,
+                     enable_progress_bar=t.get("enable_progress_bar", True),
+                     default_root_dir=t.get("default_root_dir"))
+
+
+def _add_report_info(out_dir: Path, payload: dict, model: L.LightningModule) -> None:
+    """Model facts the report should carry (e.g. that a backbone was randomly initialised)."""
+    info = model.report_info() if hasattr(model, "report_info") else {}
+    if info:
+        (out_dir / "metrics.json").write_text(json.dumps({**payload, **info}, indent=2))
+
+
+def _export(cfg: DictConfig, model: L.LightningModule, out_dir: Path) -> None:
+    """The tested (best) weights in transformers' format, where the model has one."""
+    if cfg.get("export", True) and hasattr(model, "export_pretrained"):
+        path = model.export_pretrained(out_dir / "hf_model")
+        if path is not None:
+            log.info("exported transformers model to %s", path)
 
 
 def _best_checkpoint(trainer: L.Trainer) -> str:

@@ -1,0 +1,208 @@
+"""The seed's Keras 1D CNN, as a twin of `SeedCNN` (TensorFlow is imported only here).
+
+Same layers and parameter count (50,312) as the seed's notebook, with one deliberate
+difference: the seed's `MaxPool1D(pool, 2, padding="same")` pads asymmetrically (for
+an even length, 1 left and 2 right for pool 5), while torch's `max_pool(padding=k//2)`
+pads k//2 on both sides, so the windows sit one sample apart. The twin pads like torch
+(`pool_padding="torch"`): zeros k//2 each side, then a "valid" pool. Zeros stand in for
+torch's -inf because the pool follows a ReLU (every value >= 0, so a zero never wins
+over a real one). `pool_padding="keras_same"` builds the seed's exact network.
+
+`copy_torch_weights` moves a trained `SeedCNN` into the twin (parity: same logits), and
+`fit_keras` trains the twin on a `FeatureDataModule`'s rows with the seed's recipe.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ser.evaluation.metrics import confusion_matrix, metrics_from_confusion
+
+if TYPE_CHECKING:  # pragma: no cover
+    import keras
+
+    from ser.data.datamodule import FeatureDataModule
+    from ser.models.cnn1d import SeedCNN
+
+log = logging.getLogger(__name__)
+
+POOL_PADDINGS = ("torch", "keras_same")
+
+
+def _keras() -> Any:
+    """Import Keras on TensorFlow lazily, quietly, and with a clear error if absent."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    try:
+        import keras
+    except ImportError as err:  # pragma: no cover - depends on the install
+        raise ImportError("the Keras twin needs TensorFlow: pip install -e '.[keras]'") from err
+    return keras
+
+
+def build_keras_cnn(
+    n_features: int,
+    n_classes: int = 8,
+    channels: Sequence[int] = (128, 64, 32),
+    kernels: Sequence[int] = (5, 5, 3),
+    pools: Sequence[int] = (5, 5, 3),
+    dropouts: Sequence[float] = (0.4, 0.3, 0.3),
+    dense: int = 32,
+    dense_dropout: float = 0.5,
+    l2: float = 1e-4,
+    pool_padding: str = "torch",
+) -> keras.Model:
+    """The seed's CNN; (batch, n_features) standardised features in, logits out."""
+    if pool_padding not in POOL_PADDINGS:
+        raise ValueError(f"pool_padding must be one of {POOL_PADDINGS}, got {pool_padding!r}")
+    keras = _keras()
+    layers = keras.layers
+    inputs = keras.Input((n_features,), name="features")
+    x = layers.Reshape((n_features, 1))(inputs)
+    for i, (c, k, p, d) in enumerate(zip(channels, kernels, pools, dropouts, strict=True)):
+        reg = keras.regularizers.L2(l2) if i == 0 and l2 else None  # the seed's first conv only
+        x = layers.Conv1D(c, k, padding="same", kernel_regularizer=reg, name=f"conv{i}")(x)
+        x = layers.BatchNormalization(epsilon=1e-3, momentum=0.99, name=f"bn{i}")(x)
+        x = layers.ReLU()(x)
+        if pool_padding == "torch":
+            x = layers.ZeroPadding1D(p // 2)(x)
+            x = layers.MaxPooling1D(p, strides=2, padding="valid")(x)
+        else:
+            x = layers.MaxPooling1D(p, strides=2, padding="same")(x)
+        x = layers.Dropout(d)(x)
+    x = layers.GlobalAveragePooling1D()(x)
+    reg = keras.regularizers.L2(l2) if l2 else None
+    x = layers.Dense(dense, kernel_regularizer=reg, name="dense")(x)
+    x = layers.BatchNormalization(epsilon=1e-3, momentum=0.99, name="bn_dense")(x)
+    x = layers.Dropout(dense_dropout)(x)
+    logits = layers.Dense(n_classes, name="logits")(x)
+    return keras.Model(inputs, logits, name="seed_cnn")
+
+
+def keras_twin_of(model: SeedCNN, n_features: int, **kwargs: Any) -> keras.Model:
+    """A Keras twin with `model`'s shape and weights."""
+    blocks = list(model.blocks)
+    twin = build_keras_cnn(
+        n_features,
+        n_classes=model.head[-1].out_features,
+        channels=[b.conv.out_channels for b in blocks],
+        kernels=[b.conv.kernel_size[1] for b in blocks],
+        pools=[b.pool for b in blocks],
+        dropouts=[b.dropout.p for b in blocks],
+        dense=model.head[0].out_features,
+        dense_dropout=model.head[2].p,
+        **kwargs,
+    )
+    copy_torch_weights(model, twin)
+    return twin
+
+
+def copy_torch_weights(model: SeedCNN, twin: keras.Model) -> None:
+    """Copy a `SeedCNN`'s weights and BatchNorm statistics into its Keras twin.
+
+    Torch's Conv2d weight is (out, in, 1, k) whatever its memory format; Keras's Conv1D
+    kernel is (k, in, out). Linear weights are (out, in), Dense kernels (in, out).
+    """
+    for i, block in enumerate(model.blocks):
+        w = _np(block.conv.weight)[:, :, 0, :].transpose(2, 1, 0)
+        twin.get_layer(f"conv{i}").set_weights([w, _np(block.conv.bias)])
+        twin.get_layer(f"bn{i}").set_weights(_bn_weights(block.bn))
+    twin.get_layer("dense").set_weights([_np(model.head[0].weight).T, _np(model.head[0].bias)])
+    twin.get_layer("bn_dense").set_weights(_bn_weights(model.head[1]))
+    twin.get_layer("logits").set_weights([_np(model.head[3].weight).T, _np(model.head[3].bias)])
+
+
+def _np(tensor: Any) -> np.ndarray:
+    return tensor.detach().cpu().float().contiguous().numpy()
+
+
+def _bn_weights(bn: Any) -> list[np.ndarray]:
+    """Keras order: gamma, beta, moving mean, moving variance."""
+    return [_np(bn.weight), _np(bn.bias), _np(bn.running_mean), _np(bn.running_var)]
+
+
+# -- training -----------------------------------------------------------------------------
+
+
+def standardised_rows(dm: FeatureDataModule, stage: str) -> tuple[np.ndarray, np.ndarray]:
+    """A stage's rows standardised with the training statistics, and their labels."""
+    x = (dm.tables[stage].features - dm.mean) / dm.std
+    return x.astype(np.float32), dm.labels(stage)
+
+
+def unweighted_accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray,
+                        class_names: Sequence[str]) -> dict:
+    """The project's metrics (wa, ua, macro_f1, ...) of `model` on (x, y)."""
+    preds = np.argmax(model.predict(x, batch_size=256, verbose=0), axis=-1)
+    return metrics_from_confusion(confusion_matrix(y, preds, len(class_names)), class_names)
+
+
+def fit_keras(
+    dm: FeatureDataModule,
+    epochs: int = 25,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    patience: int = 6,
+    lr_patience: int = 3,
+    seed: int = 42,
+    pool_padding: str = "torch",
+    net: dict | None = None,
+) -> dict[str, Any]:
+    """Train the twin with the torch recipe: Adam, balanced class weights, L2 1e-4, LR
+    halved after `lr_patience` epochs and early stopping after `patience` epochs without a
+    better validation UA; the best-validation-UA weights are tested.
+
+    `dm` must be set up ("fit"). Returns val/test metrics and the number of epochs run.
+    """
+    keras = _keras()
+    keras.utils.set_random_seed(seed)
+    x_train, y_train = standardised_rows(dm, "train")
+    x_val, y_val = standardised_rows(dm, "val")
+    model = build_keras_cnn(x_train.shape[1], dm.n_classes, pool_padding=pool_padding,
+                            **(net or {}))
+    model.compile(optimizer=keras.optimizers.Adam(lr),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    tracker = _BestValUA(keras, x_val, y_val, dm.class_names, patience, lr_patience)
+    model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, verbose=0, shuffle=True,
+              class_weight={i: float(w) for i, w in enumerate(dm.class_weights)},
+              callbacks=[tracker.callback])
+    model.set_weights(tracker.best_weights)
+    x_test, y_test = standardised_rows(dm, "test")
+    test = unweighted_accuracy(model, x_test, y_test, dm.class_names)
+    return {"val/ua_best": tracker.best_ua, "test": test, "epochs": tracker.epochs,
+            "model": model}
+
+
+class _BestValUA:
+    """Validation UA each epoch: keeps the best weights, halves the LR, stops early."""
+
+    def __init__(self, keras: Any, x: np.ndarray, y: np.ndarray, classes: Sequence[str],
+                 patience: int, lr_patience: int, min_lr: float = 1e-6) -> None:
+        self.best_ua, self.best_weights, self.epochs = -1.0, None, 0
+        self._since_best = self._since_lr = 0
+        tracker = self
+
+        class Callback(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+                tracker.epochs = epoch + 1
+                ua = unweighted_accuracy(self.model, x, y, classes)["ua"]
+                log.info("keras epoch %d: val UA %.4f (best %.4f)", epoch + 1, ua, tracker.best_ua)
+                if ua > tracker.best_ua:
+                    tracker.best_ua, tracker.best_weights = ua, self.model.get_weights()
+                    tracker._since_best = tracker._since_lr = 0
+                    return
+                tracker._since_best += 1
+                tracker._since_lr += 1
+                if tracker._since_lr > lr_patience:  # as torch's ReduceLROnPlateau counts
+                    lr = self.model.optimizer.learning_rate
+                    lr.assign(max(float(lr.numpy()) * 0.5, min_lr))
+                    tracker._since_lr = 0
+                if tracker._since_best >= patience:
+                    self.model.stop_training = True
+
+        self.callback = Callback()

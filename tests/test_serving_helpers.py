@@ -1,0 +1,144 @@
+"""Shared pieces of the serving tests: a tiny trained checkpoint, encoders, a live server.
+
+Holds no tests; the serving test modules import its fixtures and helpers.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import threading
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, generated_data_dir) -> Path:
+    """A real checkpoint from `train(cfg)` on generated tones: trained once per session.
+
+    Several modules import this fixture (each gets its own fixture definition), so the
+    file in the session's base temp dir is what makes it train only once.
+    """
+    from ser.training.train import train
+    from tests.test_train import train_cfg
+
+    root = tmp_path_factory.getbasetemp() / "serving-model"
+    ckpt = root / "run" / "checkpoints" / "best.ckpt"
+    if not ckpt.is_file():
+        cfg = train_cfg(root, generated_data_dir, "augment=none", "logger=none", "test=false",
+                        "trainer.precision=32-true", "trainer.max_epochs=8")
+        train(cfg)
+    assert ckpt.is_file()
+    return ckpt
+
+
+@pytest.fixture(scope="session")
+def real_checkpoint(tmp_path_factory, real_ravdess) -> Path:
+    """A short real fit (RAVDESS fold 3, 3 epochs, no augmentation): trained once per session.
+
+    `SER_SERVE_CKPT` names a checkpoint to use instead (e.g. a full baseline run).
+    """
+    if os.environ.get("SER_SERVE_CKPT"):
+        return Path(os.environ["SER_SERVE_CKPT"])
+    from ser.training.train import train
+    from tests.test_train import train_cfg
+
+    root = tmp_path_factory.getbasetemp() / "serving-real-model"
+    ckpt = root / "run" / "checkpoints" / "best.ckpt"
+    if not ckpt.is_file():
+        cfg = train_cfg(root, real_ravdess.parent, "augment=none", "data.fold=3", "logger=none",
+                        "test=false", "trainer.max_epochs=3")
+        train(cfg)
+    return ckpt
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_checkpoint) -> Path:
+    from ser.serving.onnx_export import export_onnx
+
+    out = tiny_checkpoint.with_suffix(".onnx")
+    return out if out.is_file() else export_onnx(tiny_checkpoint, out)
+
+
+def tone(seconds: float = 3.5, sr: int = 16000, freq: float = 450.0, channels: int = 1,
+         seed: int = 0) -> np.ndarray:
+    """The generated corpus's kind of signal, (frames, channels) float32."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    wave = 0.3 * np.sin(2 * np.pi * freq * t) + 0.02 * rng.standard_normal(t.size)
+    return np.repeat(wave[:, None], channels, axis=1).astype(np.float32)
+
+
+def encode(samples: np.ndarray, sr: int, fmt: str, subtype: str | None = None) -> bytes:
+    """wav / flac / ogg (subtype OPUS or VORBIS) bytes through libsndfile."""
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, sr, format=fmt, subtype=subtype)
+    return buffer.getvalue()
+
+
+def encode_ffmpeg(samples: np.ndarray, sr: int, container: str = "webm", codec: str = "libopus",
+                  live: bool = True) -> bytes:
+    """webm/opus (as MediaRecorder writes it: `live`, no declared duration) or mp4/aac."""
+    import av
+
+    channels = samples.shape[1]
+    layout = {1: "mono", 2: "stereo", 6: "5.1"}[channels]
+    rate = 48000 if codec == "libopus" else sr
+    if rate != sr:
+        import soxr
+
+        samples = soxr.resample(samples, sr, rate).astype(np.float32)
+    buffer = io.BytesIO()
+    options = {"live": "1"} if live and container == "webm" else {}
+    with av.open(buffer, "w", format=container, options=options) as out:
+        stream = out.add_stream(codec, rate=rate, layout=layout)
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples.T), format="fltp",
+                                           layout=layout)
+        frame.sample_rate = rate
+        frame.pts, frame.time_base = 0, Fraction(1, rate)  # lets mp4 record the priming
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return buffer.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """uvicorn in a thread on 127.0.0.1, stopped on exit."""
+
+    def __init__(self, app) -> None:
+        import uvicorn
+
+        self.port = free_port()
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
