@@ -15,12 +15,11 @@ import lightning as L
 import numpy as np
 import torch
 from torch import nn
-from torchmetrics.classification import MulticlassConfusionMatrix
 
-from ser.evaluation.metrics import metrics_from_confusion
+from ser.training.epoch_metrics import ConfusionMetricsMixin
 
 
-class EmotionClassifier(L.LightningModule):
+class EmotionClassifier(ConfusionMetricsMixin, L.LightningModule):
     def __init__(
         self,
         net: nn.Module,
@@ -41,10 +40,7 @@ class EmotionClassifier(L.LightningModule):
         self.register_buffer("feature_mean", torch.zeros(n_features))
         self.register_buffer("feature_std", torch.ones(n_features))
         self.ser_meta: dict = {}
-        self.confusion = nn.ModuleDict(
-            {f"cm_{stage}": MulticlassConfusionMatrix(n) for stage in ("train", "val", "test")}
-        )
-        self.last_metrics: dict[str, dict] = {}
+        self._init_confusion(n)
         self._test_probs: list[torch.Tensor] = []
         self.last_test_outputs: np.ndarray | None = None  # (rows, classes) probabilities
 
@@ -99,39 +95,9 @@ class EmotionClassifier(L.LightningModule):
         params = dict(self.net.named_parameters())
         return self.hparams.l2 * sum(params[n].pow(2).sum() for n in self.hparams.l2_params)
 
-    # --- epoch metrics ---------------------------------------------------------
-    def _epoch_end(self, stage: str) -> None:
-        cm = self.confusion[f"cm_{stage}"].compute().cpu().numpy()
-        self.confusion[f"cm_{stage}"].reset()
-        metrics = metrics_from_confusion(cm, self.class_names)
-        self.last_metrics[stage] = metrics
-        for key in ("wa", "ua", "macro_f1"):
-            self.log(f"{stage}/{key}", metrics[key], prog_bar=key == "ua" and stage == "val")
-        if stage != "train":
-            self._log_confusion_image(cm, stage)
-
-    def on_train_epoch_end(self) -> None:
-        self._epoch_end("train")
-
-    def on_validation_epoch_end(self) -> None:
-        if not self.trainer.sanity_checking:
-            self._epoch_end("val")
-        else:
-            self.confusion["cm_val"].reset()
-
     def on_test_epoch_end(self) -> None:
         self._epoch_end("test")
         self.last_test_outputs = torch.cat(self._test_probs).numpy() if self._test_probs else None
-
-    def _log_confusion_image(self, cm: np.ndarray, stage: str) -> None:
-        from lightning.pytorch.loggers import TensorBoardLogger
-
-        for logger in self.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                from ser.evaluation.plots import confusion_figure
-
-                fig = confusion_figure(cm, self.class_names, f"{stage} epoch {self.current_epoch}")
-                logger.experiment.add_figure(f"{stage}/confusion", fig, self.current_epoch)
 
     # --- optimisation ----------------------------------------------------------
     def configure_optimizers(self) -> Any:

@@ -19,12 +19,11 @@ import lightning as L
 import numpy as np
 import torch
 from torch import nn
-from torchmetrics.classification import MulticlassConfusionMatrix
 from transformers import get_cosine_schedule_with_warmup
 
-from ser.evaluation.metrics import metrics_from_confusion
 from ser.models.hubert import FinetuneClassifier
 from ser.models.wav2vec2_cnn import FrozenBackboneCNN
+from ser.training.epoch_metrics import ConfusionMetricsMixin
 
 MODEL_TYPE = "waveform"
 NETS: dict[str, type[nn.Module]] = {
@@ -41,7 +40,7 @@ def net_from_meta(meta: dict[str, Any]) -> nn.Module:
     return NETS[kind].from_meta(meta)
 
 
-class WaveformClassifier(L.LightningModule):
+class WaveformClassifier(ConfusionMetricsMixin, L.LightningModule):
     def __init__(
         self,
         net: nn.Module,
@@ -58,10 +57,7 @@ class WaveformClassifier(L.LightningModule):
         n = len(self.class_names)
         self.register_buffer("class_weights", torch.ones(n))
         self.ser_meta: dict = {}
-        self.confusion = nn.ModuleDict(
-            {f"cm_{stage}": MulticlassConfusionMatrix(n) for stage in ("train", "val", "test")}
-        )
-        self.last_metrics: dict[str, dict] = {}
+        self._init_confusion(n)
         self._test_probs: list[torch.Tensor] = []
         self._test_index: list[torch.Tensor] = []
         self.last_test_outputs: np.ndarray | None = None  # (clips, classes), dataset order
@@ -120,36 +116,6 @@ class WaveformClassifier(L.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self._test_probs, self._test_index = [], []
-
-    # --- epoch metrics -----------------------------------------------------------------
-    def _epoch_end(self, stage: str) -> None:
-        cm = self.confusion[f"cm_{stage}"].compute().cpu().numpy()
-        self.confusion[f"cm_{stage}"].reset()
-        metrics = metrics_from_confusion(cm, self.class_names)
-        self.last_metrics[stage] = metrics
-        for key in ("wa", "ua", "macro_f1"):
-            self.log(f"{stage}/{key}", metrics[key], prog_bar=key == "ua" and stage == "val")
-        if stage != "train":
-            self._log_confusion_image(cm, stage)
-
-    def _log_confusion_image(self, cm: np.ndarray, stage: str) -> None:
-        from lightning.pytorch.loggers import TensorBoardLogger
-
-        for logger in self.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                from ser.evaluation.plots import confusion_figure
-
-                fig = confusion_figure(cm, self.class_names, f"{stage} epoch {self.current_epoch}")
-                logger.experiment.add_figure(f"{stage}/confusion", fig, self.current_epoch)
-
-    def on_train_epoch_end(self) -> None:
-        self._epoch_end("train")
-
-    def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking:
-            self.confusion["cm_val"].reset()
-        else:
-            self._epoch_end("val")
 
     def on_test_epoch_end(self) -> None:
         self._epoch_end("test")
