@@ -32,6 +32,10 @@ def datamodule_for(
     split=cross_corpus split.test_corpora=[tess]`), clips whose label the model lacks
     are left out, so the metrics cover the labels both share.
     """
+    if model_meta.get("feature_type") == "waveform":
+        from ser.data.waveform import waveform_datamodule_for
+
+        return waveform_datamodule_for(model_meta, data_cfg, paths.data_dir)
     features = {k: model_meta["features"][k] for k in ("audio", "hand")}
     no_augment = {**model_meta["features"]["augment"], "versions": ["original"]}
     classes = model_meta.get("class_names")
