@@ -8,9 +8,7 @@ follow the corpus mixture.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -26,7 +24,7 @@ from ser.data.audio import AudioConfig
 from ser.data.clip import Clip
 from ser.data.corpora import load_corpora
 from ser.data.download import ensure_ravdess
-from ser.data.label_space import LabelSpace
+from ser.data.label_space import LabelSpace, keep_labelled
 from ser.data.splits import Split, check_rows_no_leak, make_split
 from ser.features.augment import AugmentConfig
 from ser.features.extract import FeatureSpec, FeatureTable, featurise
@@ -151,20 +149,8 @@ class FeatureDataModule(L.LightningDataModule):
 
     def _labelled(self, clips: list[Clip]) -> list[Clip]:
         """Clips with their label mapped into the run's classes; the others left out."""
-        kept, dropped = [], Counter()
-        for clip in clips:
-            label = self.label_space.map(clip.emotion)
-            if label in self.class_names:
-                kept.append(dataclasses.replace(clip, emotion=label) if label != clip.emotion
-                            else clip)
-            else:
-                dropped[f"{clip.corpus}:{clip.emotion}"] += 1
-        if dropped:
-            log.info("labels outside classes %s left out: %s", self.class_names, dict(dropped))
-        if not kept:
-            raise ValueError(f"no clip of {self.corpora + self.test_corpora} has one of the "
-                             f"classes {self.class_names}")
-        return kept
+        return keep_labelled(clips, self.label_space, self.class_names,
+                             self.corpora + self.test_corpora)
 
     def _featurise(self, indices: Sequence[int], versions: Sequence[str]) -> FeatureTable:
         table = featurise(

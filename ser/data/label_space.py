@@ -8,9 +8,13 @@ corpora can produce, in `EMOTIONS` order.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ser.data.clip import Clip
 from ser.data.labels import EMOTIONS
 
 # What each corpus can produce, already mapped into EMOTIONS.
@@ -84,3 +88,23 @@ def corpus_emotions(corpus: str) -> frozenset[str]:
     if corpus not in CORPUS_EMOTIONS:
         raise ValueError(f"unknown corpus {corpus!r}; known: {', '.join(sorted(CORPUS_EMOTIONS))}")
     return CORPUS_EMOTIONS[corpus]
+
+
+def keep_labelled(
+    clips: Sequence[Clip], space: LabelSpace, class_names: Sequence[str], corpora: Sequence[str]
+) -> list[Clip]:
+    """Clips with their label mapped into `class_names`; the others left out (and logged)."""
+    kept, dropped = [], Counter()
+    for clip in clips:
+        label = space.map(clip.emotion)
+        if label in class_names:
+            kept.append(dataclasses.replace(clip, emotion=label) if label != clip.emotion
+                        else clip)
+        else:
+            dropped[f"{clip.corpus}:{clip.emotion}"] += 1
+    if dropped:
+        logging.getLogger(__name__).info(
+            "labels outside classes %s left out: %s", class_names, dict(dropped))
+    if not kept:
+        raise ValueError(f"no clip of {list(corpora)} has one of the classes {class_names}")
+    return kept

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from ser.data.clip import Clip
 from ser.data.labels import EMOTIONS
+from ser.data.scan import AUDIO_SUFFIXES, audio_files  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
-AUDIO_SUFFIXES = (".wav", ".flac")
 N_ACTORS = 24
 CLIPS_PER_ACTOR = 60
 _MODALITIES = {1: "full-AV", 2: "video-only", 3: "audio-only"}
@@ -100,12 +100,7 @@ def scan_ravdess(root: str | Path, *, expect_complete: bool = True) -> list[Clip
     counts per actor and emotion (`inventory_report`), since a partial copy silently
     changes every number the project reports.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"RAVDESS folder not found: {root}")
-    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
-    if not paths:
-        raise FileNotFoundError(f"{root}: no .wav or .flac files found under Actor_XX folders")
+    paths = audio_files(root, "RAVDESS")
     # Song files (vocal channel 02) share the naming scheme; this corpus is speech only.
     clips = [ravdess_clip(p) for p in paths if parse_ravdess_name(p).vocal_channel == "speech"]
     problems = inventory_problems(clips)

@@ -11,12 +11,10 @@ little padding; it also shards batches across DDP ranks.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import inspect
 import logging
 import math
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,7 +32,7 @@ from ser.data.clip import Clip
 from ser.data.corpora import load_corpora
 from ser.data.datamodule import balanced_class_weights
 from ser.data.download import ensure_ravdess
-from ser.data.label_space import LabelSpace
+from ser.data.label_space import LabelSpace, keep_labelled
 from ser.data.splits import Split, check_no_leak, make_split
 from ser.features import dsp
 from ser.features.augment import add_noise
@@ -363,19 +361,8 @@ class WaveformDataModule(L.LightningDataModule):
 
     def _labelled(self, clips: list[Clip]) -> list[Clip]:
         """Clips with their label mapped into the run's classes; the others left out."""
-        kept, dropped = [], Counter()
-        for clip in clips:
-            label = self.label_space.map(clip.emotion)
-            if label in self.class_names:
-                kept.append(dataclasses.replace(clip, emotion=label))
-            else:
-                dropped[f"{clip.corpus}:{clip.emotion}"] += 1
-        if dropped:
-            log.info("labels outside classes %s left out: %s", self.class_names, dict(dropped))
-        if not kept:
-            raise ValueError(f"no clip of {self.corpora + self.test_corpora} has one of the "
-                             f"classes {self.class_names}")
-        return kept
+        return keep_labelled(clips, self.label_space, self.class_names,
+                             self.corpora + self.test_corpora)
 
     def _measure(self, indices: Sequence[int]) -> tuple[list[int], list[int]]:
         """Clip indices kept and their lengths in samples (headers only, no decoding)."""
