@@ -1,11 +1,18 @@
-"""The seed's waveform augmentations: noise, pitch shift, and the optional stretch / shift."""
+"""Waveform augmentations: the seed's noise and pitch shift, stretch / shift, and speed.
+
+`speed<factor>` versions (e.g. `speed0.9`, `speed1.1`) resample the clip so it plays
+`factor` times as fast: duration, pitch and formants all move, which stands in for new
+speakers (Ko et al.'s speed perturbation). They are deterministic.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import soxr
 import torch
 
 from ser.features import dsp
@@ -13,6 +20,7 @@ from ser.features import dsp
 # Order matters: version i draws from child i of the clip's generator (part of the cache
 # format), so new versions go at the end.
 VERSIONS = ("original", "noise", "pitch", "pitch_noise", "stretch", "shift")
+_SPEED = re.compile(r"speed(\d+(?:\.\d+)?)")
 
 
 @dataclass(frozen=True)
@@ -29,10 +37,23 @@ class AugmentConfig:
 def check_versions(versions: Sequence[str]) -> list[str]:
     """The versions as a list; unknown or repeated names are an error."""
     versions = list(versions)
-    unknown = [v for v in versions if v not in VERSIONS]
+    unknown = [v for v in versions if v not in VERSIONS and speed_factor(v) is None]
     if unknown or not versions or len(set(versions)) != len(versions):
-        raise ValueError(f"versions must be distinct names from {VERSIONS}, got {versions}")
+        raise ValueError(f"versions must be distinct names from {VERSIONS} or speed<factor> "
+                         f"with 0.5 <= factor <= 2 (e.g. speed0.9), got {versions}")
     return versions
+
+
+def speed_factor(version: str) -> float | None:
+    """The factor of a `speed<factor>` version name; None for any other name."""
+    match = _SPEED.fullmatch(version)
+    factor = float(match.group(1)) if match else None
+    return factor if factor is not None and 0.5 <= factor <= 2.0 else None
+
+
+def change_speed(wave: np.ndarray, sr: int, factor: float) -> np.ndarray:
+    """The clip played `factor` times as fast (resampled, so pitch moves with it)."""
+    return soxr.resample(wave, sr, sr / factor, quality="HQ").astype(np.float32, copy=False)
 
 
 def add_noise(wave: np.ndarray, amplitude: float, rng: np.random.Generator) -> np.ndarray:
@@ -80,4 +101,5 @@ def make_versions(
         "stretch": lambda _: dsp.time_stretch(wave[None], cfg.stretch_rate)[0],
         "shift": lambda g: roll_shift(wave, cfg.shift_max, g),
     }
-    return {v: makers[v](rngs[v]) for v in versions}
+    return {v: makers[v](rngs[v]) if v in makers else change_speed(wave, sr, speed_factor(v))
+            for v in versions}

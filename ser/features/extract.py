@@ -33,8 +33,20 @@ import torch
 
 from ser.data.audio import AudioConfig, AudioError, load_audio
 from ser.data.clip import Clip
-from ser.features.augment import VERSIONS, AugmentConfig, check_versions, make_versions
+from ser.features.augment import (
+    VERSIONS,
+    AugmentConfig,
+    check_versions,
+    make_versions,
+    speed_factor,
+)
 from ser.features.hand import HandFeatureConfig, feature_dim, hand_features, mel_bands
+from ser.features.utterance import (
+    UtteranceStatsConfig,
+    frame_descriptors,
+    stats_dim,
+    utterance_stats,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,25 +62,38 @@ _AUGMENT_FIELDS = {
     "shift": ("shift_max", "seed"),
 }
 assert set(_AUGMENT_FIELDS) == set(VERSIONS)
+FEATURE_KINDS = ("hand", "utterance_stats")
 
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """Everything that decides a clip's feature vectors."""
+    """Everything that decides a clip's feature vectors.
+
+    `kind="hand"`: the seed's frame-stacked ZCR/RMS/MFCC vector of a fixed-length crop;
+    `kind="utterance_stats"`: statistics of the whole clip's frame descriptors.
+    """
 
     audio: AudioConfig
     hand: HandFeatureConfig
     augment: AugmentConfig
+    kind: str = "hand"
+    stats: UtteranceStatsConfig = field(default_factory=UtteranceStatsConfig)
+
+    def __post_init__(self) -> None:
+        if self.kind not in FEATURE_KINDS:
+            raise ValueError(f"features.kind must be one of {FEATURE_KINDS}, got {self.kind!r}")
 
     @property
     def n_samples(self) -> int:
-        """Waveform length the vectors are sized for."""
+        """Waveform length the hand-feature vectors are sized for."""
         if self.audio.duration is None:
             raise ValueError("hand features need a fixed audio.duration (got None)")
         return round(self.audio.duration * self.audio.sample_rate)
 
     @property
     def dim(self) -> int:
+        if self.kind == "utterance_stats":
+            return stats_dim(self.stats)
         return feature_dim(self.hand, self.audio.sample_rate, self.n_samples)
 
 
@@ -338,7 +363,13 @@ def _failure(what: Path | str, err: Exception) -> str:
 
 
 def _featurise_waves(waves: list[tuple[_Result, str, np.ndarray]], spec: FeatureSpec) -> None:
-    """hand_features over equal-length batches; each vector lands in its result."""
+    """Each wave's vector into its result: hand features in equal-length batches."""
+    if spec.kind == "utterance_stats":
+        sr = spec.audio.sample_rate
+        for result, version, wave in waves:
+            frames = frame_descriptors(wave, sr, spec.stats)
+            result.vectors[version] = utterance_stats(frames, sr, spec.stats)
+        return
     n = spec.n_samples
     by_length: dict[int, list[tuple[_Result, str, np.ndarray]]] = {}
     for item in waves:
@@ -373,15 +404,20 @@ class _Cache:
         self.root = root
         self.spec = spec
         self.dim = spec.dim
-        self.dirs = {v: root / cache_key(spec, v) for v in VERSIONS}
+        self.dirs: dict[str, Path] = {}
+
+    def folder(self, version: str) -> Path:
+        if version not in self.dirs:
+            self.dirs[version] = self.root / cache_key(self.spec, version)
+        return self.dirs[version]
 
     def path(self, version: str, digest: str) -> Path:
-        return self.dirs[version] / f"{digest}.npy"
+        return self.folder(version) / f"{digest}.npy"
 
     def digests(self, version: str) -> set[str]:
         """Contents with a cached vector of this version."""
         try:
-            names = os.listdir(self.dirs[version])
+            names = os.listdir(self.folder(version))
         except OSError:
             return set()
         return {name[:-4] for name in names if name.endswith(".npy")}
@@ -405,7 +441,7 @@ class _Cache:
             log.warning("feature cache %s not written: %s", self.root, err)
 
     def _ensure_dir(self, version: str) -> None:
-        folder = self.dirs[version]
+        folder = self.folder(version)
         if not folder.is_dir():
             folder.mkdir(parents=True, exist_ok=True)
             info = json.dumps(_key_fields(self.spec, version), indent=2, sort_keys=True)
@@ -413,14 +449,19 @@ class _Cache:
 
 
 def _key_fields(spec: FeatureSpec, version: str) -> dict:
-    augment = {name: getattr(spec.augment, name) for name in _AUGMENT_FIELDS[version]}
+    """What a version's vectors depend on (speed versions carry their factor in the name)."""
+    augment = {name: getattr(spec.augment, name) for name in _AUGMENT_FIELDS.get(version, ())}
+    assert version in _AUGMENT_FIELDS or speed_factor(version) is not None, version
     fields = {
         "format": CACHE_FORMAT,
         "version": version,
         "audio": asdict(spec.audio),
-        "hand": asdict(spec.hand),
         "augment": augment,
     }
+    if spec.kind == "hand":  # keys of hand features are as before the other kinds came
+        fields["hand"] = asdict(spec.hand)
+    else:
+        fields.update(kind=spec.kind, stats=asdict(spec.stats))
     return _canonical(fields)
 
 
@@ -428,6 +469,8 @@ def _canonical(value):
     """Numbers as floats, so `duration: 3` from a YAML file keys like `3.0`."""
     if isinstance(value, dict):
         return {k: _canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         return float(value)
     return value

@@ -1,0 +1,147 @@
+"""Utterance statistics: frame descriptors of the whole clip, summarised into one vector.
+
+Frame descriptors (10 ms hop): log-mel bands, MFCC, log-RMS, ZCR, spectral centroid,
+bandwidth, roll-off, flatness and contrast, YIN pitch with a periodicity score. The
+vector holds functionals of each descriptor over the clip's active frames (within
+`active_db` of its loudest frame, so leading and trailing silence do not dilute them):
+mean, deviation, percentiles, linear slope, and the spread and mean size of frame-to-
+frame changes, plus pitch statistics over voiced frames and voicing/activity ratios.
+Unlike the seed's features they use the whole clip, whatever its length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import librosa
+import numpy as np
+
+# functionals per descriptor besides percentiles: mean, std, slope, delta std, |delta| mean
+_BASE_FUNCTIONALS = 5
+# pitch besides percentiles: mean, std, slope, |delta| mean, voiced, active, seconds
+_PITCH_STATS = 7
+
+
+@dataclass(frozen=True)
+class UtteranceStatsConfig:
+    """Frame settings and summary statistics (defaults: 992 values at 16 kHz)."""
+
+    n_fft: int = 512
+    win_length: int = 400  # 25 ms at 16 kHz
+    hop_length: int = 160  # 10 ms at 16 kHz
+    n_mels: int = 64
+    n_mfcc: int = 20
+    fmin_mel: float = 50.0
+    n_contrast_bands: int = 6
+    f0_min: float = 60.0
+    f0_max: float = 600.0
+    f0_frame_length: int = 1024
+    voicing_threshold: float = 0.5  # normalised autocorrelation at the YIN lag
+    active_db: float = 40.0  # frames quieter than the loudest by more are left out
+    percentiles: tuple[float, ...] = (5.0, 25.0, 50.0, 75.0, 95.0)
+
+    def __post_init__(self) -> None:
+        # YAML gives lists; a tuple keeps the config hashable (it keys caches)
+        object.__setattr__(self, "percentiles", tuple(float(p) for p in self.percentiles))
+
+
+def n_descriptors(cfg: UtteranceStatsConfig) -> int:
+    """Frame descriptors, pitch and periodicity included."""
+    return cfg.n_mels + cfg.n_mfcc + 6 + (cfg.n_contrast_bands + 1) + 2
+
+
+def stats_dim(cfg: UtteranceStatsConfig) -> int:
+    """Length of an utterance-statistics vector."""
+    n_pct = len(cfg.percentiles)
+    return (n_descriptors(cfg) - 1) * (_BASE_FUNCTIONALS + n_pct) + _PITCH_STATS + n_pct
+
+
+@lru_cache(maxsize=8)
+def _mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float) -> np.ndarray:
+    return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=sr / 2)
+
+
+def frame_descriptors(wave: np.ndarray, sr: int, cfg: UtteranceStatsConfig) -> np.ndarray:
+    """(T, n_descriptors) float32; column -2 is log f0 (NaN where unvoiced or silent)."""
+    wave = np.asarray(wave, dtype=np.float32)
+    power = np.abs(librosa.stft(wave, n_fft=cfg.n_fft, win_length=cfg.win_length,
+                                hop_length=cfg.hop_length)) ** 2
+    mag = np.sqrt(power)
+    mel = _mel_basis(sr, cfg.n_fft, cfg.n_mels, cfg.fmin_mel) @ power
+    mfcc = librosa.feature.mfcc(S=librosa.power_to_db(mel), n_mfcc=cfg.n_mfcc)
+    log_rms = np.log(librosa.feature.rms(S=mag, frame_length=cfg.n_fft)[0] + 1e-6)
+    zcr = librosa.feature.zero_crossing_rate(wave, frame_length=cfg.win_length,
+                                             hop_length=cfg.hop_length)[0]
+    shape = [
+        librosa.feature.spectral_centroid(S=mag, sr=sr)[0] / 1000,
+        librosa.feature.spectral_bandwidth(S=mag, sr=sr)[0] / 1000,
+        librosa.feature.spectral_rolloff(S=mag, sr=sr)[0] / 1000,
+        np.log(librosa.feature.spectral_flatness(S=mag)[0] + 1e-6),
+    ]
+    contrast = librosa.feature.spectral_contrast(S=mag, sr=sr, fmin=100.0,
+                                                 n_bands=cfg.n_contrast_bands)
+    log_f0, periodicity = _pitch(wave, sr, cfg)
+    n = min(mel.shape[1], zcr.shape[0], log_f0.shape[0])
+    active = log_rms[:n] > log_rms[:n].max() - cfg.active_db / 20 * np.log(10)
+    log_f0 = np.where((periodicity[:n] >= cfg.voicing_threshold) & active, log_f0[:n], np.nan)
+    rows = [np.log(mel[:, :n] + 1e-8), mfcc[:, :n], log_rms[None, :n], zcr[None, :n],
+            *(s[None, :n] for s in shape), contrast[:, :n], log_f0[None], periodicity[None, :n]]
+    return np.vstack(rows).T.astype(np.float32)
+
+
+def _pitch(wave: np.ndarray, sr: int, cfg: UtteranceStatsConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Log f0 by YIN and each frame's normalised autocorrelation at the YIN period.
+
+    YIN is ~50x faster than pYIN here and gave the same accuracy in our runs; the
+    autocorrelation at the found period stands in for pYIN's voicing probability.
+    """
+    n = cfg.f0_frame_length
+    f0 = librosa.yin(wave, fmin=cfg.f0_min, fmax=cfg.f0_max, sr=sr, frame_length=n,
+                     hop_length=cfg.hop_length)
+    frames = librosa.util.frame(np.pad(wave, n // 2), frame_length=n, hop_length=cfg.hop_length)
+    frames = frames * np.hanning(n)[:, None].astype(np.float32)
+    autocorr = np.fft.irfft(np.abs(np.fft.rfft(frames, n=2 * n, axis=0)) ** 2, axis=0)
+    t = min(f0.shape[0], autocorr.shape[1])
+    lag = np.clip(np.round(sr / f0[:t]).astype(int), 1, n - 1)
+    periodicity = autocorr[lag, np.arange(t)] / (autocorr[0, :t] + 1e-9)
+    return np.log(f0[:t]), periodicity.astype(np.float32)
+
+
+def utterance_stats(frames: np.ndarray, sr: int, cfg: UtteranceStatsConfig) -> np.ndarray:
+    """(T, n_descriptors) frame descriptors -> (stats_dim,) float32 functionals."""
+    log_rms = frames[:, cfg.n_mels + cfg.n_mfcc]
+    active = log_rms > log_rms.max() - cfg.active_db / 20 * np.log(10)
+    log_f0 = frames[:, -2]
+    voiced = np.isfinite(log_f0) & active
+    others = np.delete(frames[active], -2, axis=1)
+    return np.concatenate([
+        _functionals(others, cfg.percentiles),
+        _pitch_stats(log_f0[voiced], cfg.percentiles, voiced.sum() / max(active.sum(), 1),
+                     active.mean(), len(frames) * cfg.hop_length / sr),
+    ]).astype(np.float32)
+
+
+def _slope(x: np.ndarray) -> np.ndarray:
+    """Least-squares slope over time scaled to [-1, 1], per column."""
+    if len(x) < 2:
+        return np.zeros(x.shape[1:], x.dtype)
+    t = np.linspace(-1.0, 1.0, len(x)).reshape(-1, *([1] * (x.ndim - 1)))
+    return (t * (x - x.mean(axis=0))).sum(axis=0) / (t**2).sum()
+
+
+def _functionals(x: np.ndarray, percentiles: tuple[float, ...]) -> np.ndarray:
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    pct = np.percentile(x, percentiles, axis=0)
+    delta = np.diff(x, axis=0) if len(x) > 1 else np.zeros((1, x.shape[1]), x.dtype)
+    return np.concatenate([mean, std, pct.ravel(), _slope(x), delta.std(axis=0),
+                           np.abs(delta).mean(axis=0)])
+
+
+def _pitch_stats(log_f0: np.ndarray, percentiles: tuple[float, ...], voiced_ratio: float,
+                 active_ratio: float, seconds: float) -> np.ndarray:
+    if len(log_f0) < 3:  # (almost) unvoiced: a typical speaking pitch, flat
+        log_f0 = np.full(3, np.log(150.0), np.float32)
+    delta = np.abs(np.diff(log_f0)).mean()
+    return np.array([log_f0.mean(), log_f0.std(), *np.percentile(log_f0, percentiles),
+                     _slope(log_f0), delta, voiced_ratio, active_ratio, seconds])
