@@ -1,16 +1,18 @@
-"""LightningDataModule for hand features (the seed's CNN input).
+"""LightningDataModule for fixed-size feature vectors: the seed's hand features or
+utterance statistics of whole clips (`features.kind`).
 
 Scans the corpora, maps their labels into the run's classes (`labels`: merge/drop),
 splits by protocol, featurises (augmented versions on training clips only, cached on
-disk), and fits standardisation and class weights on the training rows alone, so both
-follow the corpus mixture.
+disk), optionally normalises each speaker with its own clips (`speaker_norm`), and fits
+standardisation and class weights on the training rows alone, so both follow the
+corpus mixture.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,14 @@ from ser.data.splits import Split, check_rows_no_leak, make_split
 from ser.features.augment import AugmentConfig
 from ser.features.extract import FeatureSpec, FeatureTable, featurise
 from ser.features.hand import HandFeatureConfig
+from ser.features.speaker_norm import (
+    Moments,
+    SpeakerNormConfig,
+    moments,
+    normalise_by_group,
+    speaker_version_groups,
+)
+from ser.features.utterance import UtteranceStatsConfig
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +69,15 @@ def _take(table: FeatureTable, rows: np.ndarray) -> FeatureTable:
     )
 
 
+def _versions_stacked(table: FeatureTable, n_versions: int) -> FeatureTable:
+    """(clips * versions, D) rows, clip by clip, as (clips, versions, D)."""
+    features = table.features.reshape(-1, n_versions, table.features.shape[-1])
+    names = ["+".join(table.versions[i:i + n_versions])
+             for i in range(0, len(table.versions), n_versions)]
+    return replace(table, features=features, clip_index=table.clip_index[::n_versions],
+                   versions=names)
+
+
 class FeatureDataModule(L.LightningDataModule):
     def __init__(
         self,
@@ -76,9 +95,15 @@ class FeatureDataModule(L.LightningDataModule):
         progress: bool = True,
         labels: dict | None = None,
         class_names: Sequence[str] | None = None,
+        speaker_norm: dict | None = None,
     ) -> None:
         """`labels` merges/drops labels ({merge: {calm: neutral}, drop: [surprised]});
-        `class_names` fixes the classes instead (a checkpoint's, for evaluation)."""
+        `class_names` fixes the classes instead (a checkpoint's, for evaluation);
+        `speaker_norm` ({mode: speaker, test: speaker|global}) standardises each speaker's
+        features with that speaker's own clips (see ser.features.speaker_norm).
+        `augment.versions` are the training rows' versions; more than one
+        `augment.test_versions` scores validation and test clips on several versions each
+        (test-time augmentation: rows become (clips, versions, features))."""
         super().__init__()
         if on_bad_file not in ("error", "skip"):
             raise ValueError(f"data.on_bad_file must be 'error' or 'skip', got {on_bad_file!r}")
@@ -90,11 +115,23 @@ class FeatureDataModule(L.LightningDataModule):
         features = dict(features or {})
         augment = dict(augment or {})
         self.train_versions = list(augment.pop("versions", ["original"]))
+        self.test_versions = list(augment.pop("test_versions", ["original"]))
+        if not self.test_versions or self.test_versions[0] != "original":
+            raise ValueError(f"augment.test_versions must start with 'original', got "
+                             f"{self.test_versions}")
         self.spec = FeatureSpec(
             audio=AudioConfig(**features.get("audio", {})),
             hand=HandFeatureConfig(**features.get("hand", {})),
             augment=AugmentConfig(**augment),
+            kind=features.get("kind", "hand"),
+            stats=UtteranceStatsConfig(**features.get("stats", {})),
         )
+        norm = dict(_plain(speaker_norm) or {})
+        fallback = (norm.pop("global_mean", None), norm.pop("global_std", None))
+        self.speaker_norm = SpeakerNormConfig(**norm)
+        # pooled training statistics, the no-enrolment fallback (a checkpoint brings its own)
+        self.global_moments = (Moments(np.asarray(fallback[0]), np.asarray(fallback[1]))
+                               if fallback[0] is not None else None)
         self.batch_size = batch_size
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.n_jobs = n_jobs
@@ -131,11 +168,16 @@ class FeatureDataModule(L.LightningDataModule):
         if self.split.rows_leak:
             self._setup_leaky_rows()
         elif stage == "test":
-            self.tables = {"test": self._featurise(self.split.test, ["original"])}
+            self.tables = {"test": self._featurise(self.split.test, self.test_versions)}
         else:
             self._setup_by_clip()
+        if self.speaker_norm.enabled:
+            self._normalise_speakers()
         if "train" in self.tables:
             self._fit_training_stats()
+        if len(self.test_versions) > 1 and not self.split.rows_leak:
+            self.tables = {k: t if k == "train" else _versions_stacked(t, len(self.test_versions))
+                           for k, t in self.tables.items()}
         self.datasets = {
             stage: TensorDataset(torch.from_numpy(t.features), torch.from_numpy(self.labels(stage)))
             for stage, t in self.tables.items()
@@ -168,8 +210,8 @@ class FeatureDataModule(L.LightningDataModule):
         split = self.split
         self.tables = {
             "train": self._featurise(split.train, self.train_versions),
-            "val": self._featurise(split.val, ["original"]),
-            "test": self._featurise(split.test, ["original"]),
+            "val": self._featurise(split.val, self.test_versions),
+            "test": self._featurise(split.test, self.test_versions),
         }
         ids = {k: [self.clips[i].clip_id for i in t.clip_index] for k, t in self.tables.items()}
         check_rows_no_leak(ids["train"], ids["test"])
@@ -186,6 +228,36 @@ class FeatureDataModule(L.LightningDataModule):
         test = _take(table, test_rows)
         self.tables = {"train": _take(table, train_rows), "val": test, "test": test}
 
+    def _normalise_speakers(self) -> None:
+        """Each (speaker, version)'s rows standardised with their own statistics.
+
+        Test rows use their speaker's own clips (`test: speaker`) or the training pool's
+        statistics (`test: global`); with `test: speaker` the global case is kept as the
+        extra test set "no_enrolment", so both are measured in one run.
+        """
+        raw = self.tables
+        if "train" in raw:
+            self.global_moments = moments(raw["train"].features, self.speaker_norm.eps)
+        tables = {stage: self._by_speaker(t) for stage, t in raw.items()}
+        if "test" in raw and self.global_moments is not None:
+            test = raw["test"]
+            fallback = replace(test, features=self.global_moments.apply(test.features))
+            if self.speaker_norm.test == "global":
+                tables["test"] = fallback
+            else:
+                tables["no_enrolment"] = fallback
+        self.tables = tables
+
+    def _by_speaker(self, table: FeatureTable) -> FeatureTable:
+        speakers = [self.clips[i].speaker for i in table.clip_index]
+        groups = speaker_version_groups(speakers, table.versions)
+        return replace(table, features=normalise_by_group(table.features, groups,
+                                                          self.speaker_norm.eps))
+
+    def extra_test_sets(self) -> dict[str, DataLoader]:
+        """Further test sets scored with the same checkpoint (e.g. "no_enrolment")."""
+        return {name: self._loader(name) for name in self.datasets if name == "no_enrolment"}
+
     def _fit_training_stats(self) -> None:
         train = self.tables["train"].features
         self.mean = train.mean(axis=0)
@@ -199,23 +271,35 @@ class FeatureDataModule(L.LightningDataModule):
 
     @property
     def n_features(self) -> int:
-        return int(next(iter(self.tables.values())).features.shape[1])
+        return int(next(iter(self.tables.values())).features.shape[-1])
 
     def metadata(self) -> dict[str, Any]:
         """What a checkpoint needs to featurise new audio and to say how it was trained."""
         return {
-            "feature_type": "hand",
+            "feature_type": self.spec.kind,
             "features": asdict(self.spec),
+            "speaker_norm": self._speaker_norm_meta(),
             "train_versions": self.train_versions,
+            "test_versions": self.test_versions,
             "corpora": self.corpora,
             "labels": self.label_space.to_config(),
             "class_names": list(self.class_names),
             "split": {**self.split_cfg, "fold": self.split.fold,
                       "protocol": self.split.protocol, "leaky": self.split.leaky,
                       "tested_corpora": list(self.split.test_corpora),
-                      "trained_corpora": self.corpora},
+                      "trained_corpora": self.corpora,
+                      "speaker_norm": self.speaker_norm.mode,
+                      "speaker_norm_test": self.speaker_norm.test},
             "test_speakers": list(self.split.test_speakers),
         }
+
+    def _speaker_norm_meta(self) -> dict[str, Any]:
+        """The speaker-normalisation setting, with the fallback statistics serving needs."""
+        meta: dict[str, Any] = asdict(self.speaker_norm)
+        if self.speaker_norm.enabled and self.global_moments is not None:
+            meta["global_mean"] = self.global_moments.mean.tolist()
+            meta["global_std"] = self.global_moments.std.tolist()
+        return meta
 
     def _loader(self, stage: str, shuffle: bool = False) -> DataLoader:
         return DataLoader(self.datasets[stage], batch_size=self.batch_size, shuffle=shuffle)

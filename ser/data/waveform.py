@@ -299,8 +299,12 @@ class WaveformDataModule(L.LightningDataModule):
         bucket_batches: int = 50,
         eval_batch_size: int | None = None,
         seed: int = 0,
+        speaker_norm: dict | None = None,
     ) -> None:
         super().__init__()
+        if (speaker_norm or {}).get("mode", "none") != "none":
+            raise ValueError("speaker_norm applies to feature-vector models (features.kind "
+                             "hand or utterance_stats), not to waveform models")
         if on_bad_file not in ("error", "skip"):
             raise ValueError(f"data.on_bad_file must be 'error' or 'skip', got {on_bad_file!r}")
         self.data_dir = Path(data_dir)

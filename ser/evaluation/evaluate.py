@@ -11,7 +11,7 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from ser.data.datamodule import FeatureDataModule
-from ser.evaluation.report import write_report
+from ser.evaluation.report import fallback_label, write_report
 from ser.training.checkpoint import load_classifier
 
 log = logging.getLogger(__name__)
@@ -36,19 +36,33 @@ def datamodule_for(
         from ser.data.waveform import waveform_datamodule_for
 
         return waveform_datamodule_for(model_meta, data_cfg, paths.data_dir)
-    features = {k: model_meta["features"][k] for k in ("audio", "hand")}
-    no_augment = {**model_meta["features"]["augment"], "versions": ["original"]}
-    classes = model_meta.get("class_names")
+    features = {k: v for k, v in model_meta["features"].items() if k != "augment"}
+    no_augment = {**model_meta["features"]["augment"], "versions": ["original"],
+                  "test_versions": model_meta.get("test_versions", ["original"])}
+    from_ckpt = {"features": features, "augment": no_augment, "labels": model_meta.get("labels"),
+                 "class_names": model_meta.get("class_names"),
+                 "speaker_norm": model_meta.get("speaker_norm")}
     if data_cfg is None:
         split = {k: v for k, v in model_meta["split"].items() if k in SPLIT_KEYS}
         return FeatureDataModule(
             data_dir=paths.data_dir, cache_dir=paths.cache_dir,
             corpora=model_meta["corpora"], split=split,
-            fold=model_meta["split"].get("fold") or 1, features=features, augment=no_augment,
-            labels=model_meta.get("labels"), class_names=classes,
+            fold=model_meta["split"].get("fold") or 1, **from_ckpt,
         )
-    return hydra.utils.instantiate(data_cfg, features=features, augment=no_augment,
-                                   labels=model_meta.get("labels"), class_names=classes)
+    return hydra.utils.instantiate(data_cfg, **from_ckpt)
+
+
+def score_extra_test_sets(trainer: L.Trainer, model: L.LightningModule,
+                          datamodule: L.LightningDataModule, ckpt_path: str | None,
+                          protocol: dict) -> dict[str, dict]:
+    """The datamodule's further test sets (a speaker-normalised model without enrolment),
+    scored with the same weights; each entry says its own protocol."""
+    results = {}
+    for name, loader in getattr(datamodule, "extra_test_sets", dict)().items():
+        trainer.test(model, dataloaders=loader, ckpt_path=ckpt_path or None, verbose=False,
+                     weights_only=False)
+        results[name] = {**model.last_metrics["test"], "protocol": fallback_label(protocol)}
+    return results
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -61,10 +75,13 @@ def evaluate(cfg: DictConfig) -> dict:
     trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=False)
     trainer.test(model, datamodule=datamodule, verbose=False)
     out_dir = Path(cfg.paths.output_dir)
+    protocol = datamodule.metadata()["split"]
     payload = write_report(
         out_dir, model.last_metrics["test"], datamodule.test_rows(), model.last_test_outputs,
-        protocol=datamodule.metadata()["split"], checkpoint=cfg.ckpt_path,
+        protocol=protocol, checkpoint=cfg.ckpt_path,
     )
+    payload.update(score_extra_test_sets(trainer, model, datamodule, None, protocol))
+    (out_dir / "metrics.json").write_text(json.dumps(payload, indent=2))
     log.info("%s", json.dumps({k: payload[k] for k in ("wa", "ua", "macro_f1", "protocol")}))
     log.info("report written to %s", out_dir)
     if data_cfg is not None:

@@ -24,7 +24,22 @@ def protocol_label(protocol: dict) -> str:
         trained = "+".join(protocol.get("trained_corpora") or ["?"])
         return f"cross-corpus, trained on {trained}, tested on {'+'.join(tested)}"
     where = f"{tested[0]} " if tested and tested != ["ravdess"] else ""
-    return f"speaker-independent, {where}fold {protocol.get('fold')}"
+    return f"speaker-independent, {where}fold {protocol.get('fold')}{_norm_label(protocol)}"
+
+
+def _norm_label(protocol: dict) -> str:
+    """How a speaker-normalised run's test clips were normalised (nothing for single clips,
+    the default protocol)."""
+    if protocol.get("speaker_norm", "none") == "none":
+        return ""
+    if protocol.get("speaker_norm_test") == "global":
+        return ", speaker-normalised model without enrolment (training statistics)"
+    return ", speaker-normalised (test speakers' own unlabelled clips)"
+
+
+def fallback_label(protocol: dict) -> str:
+    """The label of the no-enrolment test of a speaker-normalised run."""
+    return protocol_label({**protocol, "speaker_norm_test": "global"})
 
 
 def write_report(

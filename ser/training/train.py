@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from pathlib import Path
@@ -13,6 +14,7 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from ser.evaluation.evaluate import score_extra_test_sets
 from ser.evaluation.report import write_report
 
 log = logging.getLogger(__name__)
@@ -59,8 +61,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
             out_dir, test, datamodule.test_rows(), model.last_test_outputs,
             protocol=datamodule.metadata()["split"], checkpoint=ckpt_path,
         )
+        payload.update(score_extra_test_sets(tester, model, datamodule, ckpt_path,
+                                             payload["split"]))
         _add_report_info(out_dir, payload, model)
         metrics.update({f"test/{k}": test[k] for k in ("wa", "ua", "macro_f1")})
+        metrics.update({f"{name}/{k}": payload[name][k] for name in payload
+                        if name == "no_enrolment" for k in ("wa", "ua", "macro_f1")})
         _export(cfg, model, out_dir)
     Path(cfg.paths.output_dir, "train_metrics.json").write_text(json.dumps(metrics, indent=2))
     log.info("metrics: %s", json.dumps(metrics))
@@ -91,6 +97,8 @@ def _build_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> L.Lightn
         model.attach_training_stats(datamodule.class_weights, datamodule.metadata())
         return model
     net_cfg["n_classes"] = datamodule.n_classes
+    if "n_features" in inspect.signature(hydra.utils.get_class(net_cfg["_target_"])).parameters:
+        net_cfg["n_features"] = datamodule.n_features  # nets on whole vectors size from data
     net = hydra.utils.instantiate(net_cfg)
     model = hydra.utils.instantiate(
         cfg.model.module, net=net, class_names=class_names, n_features=datamodule.n_features,
@@ -137,10 +145,10 @@ def _single_device_trainer(cfg: DictConfig) -> L.Trainer:
 
 
 def _add_report_info(out_dir: Path, payload: dict, model: L.LightningModule) -> None:
-    """Model facts the report should carry (e.g. that a backbone was randomly initialised)."""
+    """Model facts and further test sets the report should carry (e.g. that a backbone was
+    randomly initialised)."""
     info = model.report_info() if hasattr(model, "report_info") else {}
-    if info:
-        (out_dir / "metrics.json").write_text(json.dumps({**payload, **info}, indent=2))
+    (out_dir / "metrics.json").write_text(json.dumps({**payload, **info}, indent=2))
 
 
 def _export(cfg: DictConfig, model: L.LightningModule, out_dir: Path) -> None:
