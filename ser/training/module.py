@@ -9,6 +9,7 @@ into every checkpoint.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from fnmatch import fnmatchcase
 from typing import Any
 
 import lightning as L
@@ -53,6 +54,14 @@ class EmotionClassifier(ConfusionMetricsMixin, L.LightningModule):
         self.class_weights = torch.as_tensor(class_weights, dtype=torch.float32)
         self.ser_meta = dict(meta)
 
+    def on_fit_start(self) -> None:
+        """Nets with a closed-form part (LDA) fit it once, on the standardised training rows."""
+        if not getattr(self.net, "needs_closed_form_fit", False):
+            return
+        xs, ys = zip(*self.trainer.datamodule.train_dataloader(), strict=True)
+        x = (torch.cat(xs).to(self.device) - self.feature_mean) / self.feature_std
+        self.net.fit_closed_form(x, torch.cat(ys))
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["ser_meta"] = {**self.ser_meta, "class_names": self.class_names}
 
@@ -61,8 +70,17 @@ class EmotionClassifier(ConfusionMetricsMixin, L.LightningModule):
 
     # --- forward ---------------------------------------------------------------
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """Raw (unstandardised) features in, logits out."""
-        return self.net((features - self.feature_mean) / self.feature_std)
+        """Raw (unstandardised) features in, logits out.
+
+        (B, V, D) input holds V versions of each clip (test-time augmentation): the
+        output is then the log of their mean probability.
+        """
+        x = (features - self.feature_mean) / self.feature_std
+        if x.dim() != 3:
+            return self.net(x)
+        b, v, d = x.shape
+        probs = self.net(x.reshape(b * v, d)).float().softmax(dim=-1).reshape(b, v, -1)
+        return probs.mean(dim=1).clamp_min(1e-12).log()
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         """Logs the loss, accumulates the confusion matrix, returns the logits."""
@@ -89,11 +107,20 @@ class EmotionClassifier(ConfusionMetricsMixin, L.LightningModule):
         self._test_probs = []
 
     def _l2_penalty(self) -> torch.Tensor:
-        """Keras-style kernel_regularizer: l2 * sum(w^2) on the named weights only."""
+        """Keras-style kernel_regularizer: l2 * sum(w^2) on the named weights only
+        (names or glob patterns such as `layers.*.weight`)."""
         if not self.hparams.l2 or not self.hparams.l2_params:
             return torch.zeros((), device=self.device)
+        return self.hparams.l2 * sum(p.pow(2).sum() for p in self._l2_weights())
+
+    def _l2_weights(self) -> list[torch.Tensor]:
         params = dict(self.net.named_parameters())
-        return self.hparams.l2 * sum(params[n].pow(2).sum() for n in self.hparams.l2_params)
+        chosen = [p for name, p in params.items()
+                  if any(fnmatchcase(name, pattern) for pattern in self.hparams.l2_params)]
+        if not chosen:
+            raise ValueError(f"l2_params {list(self.hparams.l2_params)} match none of the "
+                             f"network's parameters {list(params)}")
+        return chosen
 
     def on_test_epoch_end(self) -> None:
         self._epoch_end("test")

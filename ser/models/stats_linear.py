@@ -1,0 +1,89 @@
+"""Linear classifiers on utterance statistics: shrinkage LDA + logistic regression.
+
+Two linear heads whose probabilities are averaged:
+- `lda`: linear discriminant analysis with a Ledoit-Wolf-shrunk pooled within-class
+  covariance and equal class priors, fit in closed form from the training rows
+  (`fit_closed_form`, called once before training) and then frozen. With speed-perturbed
+  copies in the training rows, the within-class covariance holds speaker-like variation,
+  which the discriminant learns to ignore.
+- `logreg`: multinomial logistic regression trained by gradient (L2 on its weights).
+
+In training mode the net returns the logistic head's logits (what the loss trains; it
+is trained even when `heads` leaves it out); in eval mode the log of the chosen heads'
+mean probability.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from sklearn.covariance import ledoit_wolf
+from torch import nn
+
+HEADS = ("lda", "logreg")
+
+
+class StatsLinearEnsemble(nn.Module):
+    def __init__(self, n_features: int, n_classes: int,
+                 heads: Sequence[str] = HEADS) -> None:
+        super().__init__()
+        heads = list(heads)
+        if not heads or any(h not in HEADS for h in heads) or len(set(heads)) != len(heads):
+            raise ValueError(f"heads must be distinct names from {HEADS}, got {heads}")
+        self.heads = heads
+        self.lda = nn.Linear(n_features, n_classes)
+        self.lda.requires_grad_(False)
+        self.logreg = nn.Linear(n_features, n_classes)
+        # set by fit_closed_form; a checkpoint restores it with the weights
+        self.register_buffer("lda_fitted", torch.zeros((), dtype=torch.bool))
+
+    @property
+    def needs_closed_form_fit(self) -> bool:
+        return "lda" in self.heads
+
+    def fit_closed_form(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """LDA weights from standardised training rows `x` (N, D) and labels `y` (N,)."""
+        weight, bias = shrinkage_lda(x.double().cpu().numpy(), y.cpu().numpy(),
+                                     self.lda.out_features)
+        with torch.no_grad():
+            self.lda.weight.copy_(torch.from_numpy(weight))
+            self.lda.bias.copy_(torch.from_numpy(bias))
+            self.lda_fitted.fill_(True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return self.logreg(x)
+        checking = not torch.compiler.is_compiling()  # export traces: no data-dependent branch
+        if checking and "lda" in self.heads and not bool(self.lda_fitted):
+            raise RuntimeError("the LDA head was never fit: call fit_closed_form first")
+        probs = torch.stack([getattr(self, h)(x).softmax(dim=-1) for h in self.heads])
+        return probs.mean(dim=0).clamp_min(1e-12).log()
+
+
+def shrinkage_lda(x: np.ndarray, y: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(C, D) weights and (C,) biases of LDA with equal priors and a Ledoit-Wolf-shrunk
+    pooled within-class covariance (what sklearn's `solver="lsqr", shrinkage="auto"` fits,
+    with `priors` uniform). A class absent from `y` gets a bias that never wins."""
+    present = np.unique(y)
+    means = np.zeros((n_classes, x.shape[1]))
+    cov = np.zeros((x.shape[1], x.shape[1]))
+    for k in present:
+        rows = x[y == k]
+        means[k] = rows.mean(axis=0)
+        cov += _shrunk_cov(rows) / len(present)  # equal priors weight each class alike
+    weight = np.linalg.lstsq(cov, means[present].T, rcond=None)[0].T
+    full = np.zeros((n_classes, x.shape[1]))
+    full[present] = weight
+    bias = np.full(n_classes, -1e4)
+    bias[present] = -0.5 * np.sum(means[present] * weight, axis=1) + np.log(1.0 / len(present))
+    return full.astype(np.float32), bias.astype(np.float32)
+
+
+def _shrunk_cov(rows: np.ndarray) -> np.ndarray:
+    """Ledoit-Wolf covariance on standardised columns, scaled back (as sklearn's _cov)."""
+    std = rows.std(axis=0)
+    std[std == 0] = 1.0
+    shrunk, _ = ledoit_wolf((rows - rows.mean(axis=0)) / std)
+    return std[:, None] * shrunk * std[None, :]

@@ -1,0 +1,301 @@
+"""Utterance statistics, speed perturbation, speaker normalisation and the LDA + logistic
+regression family: units on generated audio, then tiny end-to-end fits."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+from ser.config import REPO_ROOT
+from ser.features.augment import change_speed, check_versions, speed_factor
+from ser.features.speaker_norm import SpeakerNormConfig, normalise_by_group
+from ser.features.utterance import (
+    UtteranceStatsConfig,
+    frame_descriptors,
+    stats_dim,
+    utterance_stats,
+)
+from ser.models.stats_linear import StatsLinearEnsemble, shrinkage_lda
+from ser.training.checkpoint import load_classifier
+from ser.training.train import train
+from tests.conftest import make_ravdess_tree
+
+SR = 16000
+CFG = UtteranceStatsConfig()
+CONF = str(REPO_ROOT / "conf")
+
+
+def harmonic_tone(f0: float, seconds: float = 1.5, seed: int = 0) -> np.ndarray:
+    """A voiced-like tone: 5 harmonics of f0 and a little noise."""
+    t = np.arange(int(seconds * SR)) / SR
+    wave = sum(0.2 / k * np.sin(2 * np.pi * k * f0 * t) for k in range(1, 6))
+    return (wave + 0.005 * np.random.default_rng(seed).standard_normal(t.size)).astype(np.float32)
+
+
+def stats_of(wave: np.ndarray) -> np.ndarray:
+    return utterance_stats(frame_descriptors(wave, SR, CFG), SR, CFG)
+
+
+# --- features ----------------------------------------------------------------------------
+
+
+def test_stats_vector_has_the_documented_length_and_is_finite():
+    vector = stats_of(harmonic_tone(200.0))
+    assert vector.shape == (stats_dim(CFG),) == (992,)
+    assert np.isfinite(vector).all() and vector.dtype == np.float32
+
+
+def test_pitch_of_a_harmonic_tone_is_found_and_voiced():
+    frames = frame_descriptors(harmonic_tone(220.0), SR, CFG)
+    log_f0 = frames[:, -2]
+    voiced = np.isfinite(log_f0)
+    assert voiced.mean() > 0.9
+    assert np.exp(np.median(log_f0[voiced])) == pytest.approx(220.0, rel=0.02)
+
+
+def test_noise_is_mostly_unvoiced():
+    noise = 0.1 * np.random.default_rng(1).standard_normal(SR).astype(np.float32)
+    frames = frame_descriptors(noise, SR, CFG)
+    assert np.isfinite(frames[:, -2]).mean() < 0.2
+
+
+def test_silence_around_a_clip_leaves_its_statistics_alone():
+    """Active frames only: padding a clip with silence changes just its duration stat."""
+    tone = harmonic_tone(180.0)
+    padded = np.concatenate([np.zeros(SR // 2, np.float32), tone, np.zeros(SR, np.float32)])
+    a, b = stats_of(tone), stats_of(padded)
+    n_mel = CFG.n_mels
+    np.testing.assert_allclose(a[:n_mel], b[:n_mel], atol=0.3)  # mean log-mel per band
+    assert b[-1] == pytest.approx(a[-1] + 1.5, abs=0.02)  # seconds
+
+
+def test_speed_versions_parse_and_change_duration_and_pitch():
+    assert check_versions(["original", "speed0.9", "speed1.15"]) == [
+        "original", "speed0.9", "speed1.15"]
+    assert speed_factor("speed1.1") == 1.1 and speed_factor("noise") is None
+    for bad in (["speed3"], ["speedy"], ["original", "original"]):
+        with pytest.raises(ValueError, match="speed<factor>"):
+            check_versions(bad)
+    tone = harmonic_tone(200.0)
+    fast = change_speed(tone, SR, 1.25)
+    assert len(fast) == pytest.approx(len(tone) / 1.25, abs=2)
+    f0 = np.exp(np.nanmedian(frame_descriptors(fast, SR, CFG)[:, -2]))
+    assert f0 == pytest.approx(250.0, rel=0.03)
+
+
+# --- speaker normalisation -----------------------------------------------------------------
+
+
+def test_each_group_is_standardised_by_its_own_rows():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(5, 2, (30, 4)), rng.normal(-1, 0.5, (20, 4))])
+    groups = ["a"] * 30 + ["b"] * 20
+    z = normalise_by_group(x, groups)
+    for g in ("a", "b"):
+        rows = np.array(groups) == g
+        np.testing.assert_allclose(z[rows].mean(axis=0), 0, atol=1e-5)
+        np.testing.assert_allclose(z[rows].std(axis=0), 1, atol=1e-4)
+
+
+def test_speaker_norm_config_rejects_unknown_modes():
+    with pytest.raises(ValueError, match="speaker_norm.mode"):
+        SpeakerNormConfig(mode="gender")
+    with pytest.raises(ValueError, match="speaker_norm.test"):
+        SpeakerNormConfig(mode="speaker", test="labels")
+
+
+# --- model ---------------------------------------------------------------------------------
+
+
+def test_shrinkage_lda_matches_sklearn_with_equal_priors():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 400)
+    x = rng.normal(size=(400, 30)) + 0.7 * np.eye(4, 30)[y]
+    weight, bias = shrinkage_lda(x, y, 4)
+    ref = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto", priors=np.ones(4) / 4)
+    ref.fit(x, y)
+    np.testing.assert_allclose(weight, ref.coef_, atol=1e-5)
+    np.testing.assert_allclose(bias, ref.intercept_, atol=1e-5)
+
+
+def test_absent_class_never_wins_the_lda_head():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 200)  # class 3 of 4 absent
+    weight, bias = shrinkage_lda(rng.normal(size=(200, 5)) + np.eye(4, 5)[y], y, 4)
+    scores = rng.normal(size=(50, 5)) @ weight.T + bias
+    assert (scores.argmax(axis=1) != 3).all()
+
+
+def test_ensemble_trains_the_logistic_head_and_averages_both_in_eval():
+    net = StatsLinearEnsemble(n_features=6, n_classes=3)
+    x = torch.randn(40, 6)
+    with pytest.raises(RuntimeError, match="never fit"):
+        net.eval()(x)
+    net.fit_closed_form(x, torch.arange(40) % 3)
+    net.train()
+    torch.testing.assert_close(net(x), net.logreg(x))
+    net.eval()
+    expected = (net.lda(x).softmax(-1) + net.logreg(x).softmax(-1)) / 2
+    torch.testing.assert_close(net(x).exp(), expected)
+    state = StatsLinearEnsemble(6, 3)
+    state.load_state_dict(net.state_dict())
+    torch.testing.assert_close(state.eval()(x), net(x))  # fitted LDA survives a checkpoint
+
+
+# --- end to end ------------------------------------------------------------------------------
+
+TINY = ["trainer.max_epochs=3", "logger=none", "data.progress=false",
+        "trainer.enable_progress_bar=false", "augment.versions=[original,speed0.9]",
+        "augment.test_versions=[original,speed1.1]"]
+
+
+@pytest.fixture(scope="module")
+def tone_corpus(tmp_path_factory) -> Path:
+    data = tmp_path_factory.mktemp("stats_data")
+    make_ravdess_tree(data / "ravdess", emotions=range(1, 9))
+    return data
+
+
+@pytest.fixture(scope="module")
+def stats_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("stats_cache")
+
+
+def stats_cfg(name: str, data: Path, cache: Path, out: Path, *overrides: str):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={name}", f"paths.data_dir={data}",
+                                          f"paths.cache_dir={cache}", *TINY, *overrides])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out)
+    return cfg
+
+
+@pytest.mark.parametrize("name", ["stats_ravdess", "stats_ravdess_speaker_norm"])
+def test_stats_experiments_compose_with_their_numbers(name):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={name}"])
+    assert cfg.features.kind == "utterance_stats" and cfg.features.audio.duration is None
+    assert len(cfg.augment.versions) == 9 and cfg.augment.test_versions[0] == "original"
+    assert cfg.model.net.heads == ["lda", "logreg"] and cfg.model.module.l2 == 0.006
+    assert cfg.data.speaker_norm.mode == ("speaker" if "speaker_norm" in name else "none")
+
+
+@pytest.mark.slow
+def test_single_clip_fit_learns_and_reports(tone_corpus, stats_cache, tmp_path):
+    cfg = stats_cfg("stats_ravdess", tone_corpus, stats_cache, tmp_path)
+    metrics = train(cfg)
+    assert metrics["test/ua"] > 0.5  # tones differ by emotion: learnable
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    assert report["protocol"] == "speaker-independent, fold 1"
+    assert "no_enrolment" not in report
+    rows = (tmp_path / "predictions.csv").read_text().splitlines()[1:]
+    assert len(rows) == 32 and rows[0].split(",")[2] == "original+speed1.1"
+    model = load_classifier(tmp_path / "checkpoints" / "best.ckpt")
+    assert bool(model.net.lda_fitted) and model.ser_meta["feature_type"] == "utterance_stats"
+    assert model.ser_meta["test_versions"] == ["original", "speed1.1"]
+
+
+@pytest.mark.slow
+def test_speaker_normalised_fit_reports_both_protocols_and_evaluates(
+        tone_corpus, stats_cache, tmp_path):
+    from ser.evaluation.evaluate import evaluate
+
+    cfg = stats_cfg("stats_ravdess_speaker_norm", tone_corpus, stats_cache, tmp_path / "train")
+    metrics = train(cfg)
+    assert {"test/ua", "no_enrolment/ua"} <= set(metrics)
+    report = json.loads((tmp_path / "train" / "metrics.json").read_text())
+    assert report["protocol"].endswith("speaker-normalised (test speakers' own unlabelled clips)")
+    assert report["no_enrolment"]["protocol"].endswith("without enrolment (training statistics)")
+    assert sum(map(sum, report["no_enrolment"]["confusion"])) == 32
+
+    ckpt = tmp_path / "train" / "checkpoints" / "best.ckpt"
+    norm = load_classifier(ckpt).ser_meta["speaker_norm"]
+    assert norm["mode"] == "speaker" and len(norm["global_mean"]) == 992
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        ecfg = compose("eval", overrides=[f"ckpt_path={ckpt}", f"paths.data_dir={tone_corpus}",
+                                          f"paths.cache_dir={stats_cache}"])
+    with open_dict(ecfg):
+        ecfg.paths.output_dir = str(tmp_path / "eval")
+    evaluated = evaluate(ecfg)
+    assert evaluated["ua"] == pytest.approx(report["ua"])
+    assert evaluated["no_enrolment"]["ua"] == pytest.approx(report["no_enrolment"]["ua"])
+
+
+@pytest.mark.slow
+def test_test_speakers_labels_never_reach_training_or_selection(
+        tone_corpus, stats_cache, tmp_path, monkeypatch):
+    """Scramble the test actors' labels: the fitted weights and the chosen epoch must not
+    move (features, speaker statistics, LDA, early stopping and checkpointing see no test
+    label); only the test score may."""
+    import ser.data.datamodule as dm_module
+
+    real_load = dm_module.load_corpora
+
+    def scrambled(data_dir, corpora):
+        clips = real_load(data_dir, corpora)
+        test_actors = {"ravdess:01", "ravdess:02", "ravdess:03", "ravdess:04"}  # fold 1
+        emotions = [c.emotion for c in clips if c.speaker in test_actors]
+        shuffled = iter(np.random.default_rng(0).permutation(emotions)[::-1])
+        return [replace(c, emotion=str(next(shuffled))) if c.speaker in test_actors else c
+                for c in clips]
+
+    runs = {}
+    for name, patch in (("real", False), ("scrambled", True)):
+        if patch:
+            monkeypatch.setattr(dm_module, "load_corpora", scrambled)
+        cfg = stats_cfg("stats_ravdess_speaker_norm", tone_corpus, stats_cache, tmp_path / name)
+        metrics = train(cfg)
+        weights = load_classifier(tmp_path / name / "checkpoints" / "best.ckpt").state_dict()
+        runs[name] = metrics, weights
+    (m_real, w_real), (m_scr, w_scr) = runs["real"], runs["scrambled"]
+    assert m_real["val/ua_best"] == m_scr["val/ua_best"]
+    for key in w_real:
+        torch.testing.assert_close(w_real[key], w_scr[key], msg=key)
+    assert m_real["test/ua"] != m_scr["test/ua"]
+
+
+@pytest.mark.slow
+def test_serving_with_enrolment_matches_evaluation_and_onnx(tone_corpus, stats_cache, tmp_path):
+    """ser-predict on a speaker-normalised model: with the test speaker's clips enrolled it
+    gives evaluation's probabilities; without, the training statistics; ONNX agrees."""
+    import csv
+
+    from ser.serving.onnx_export import export_onnx
+    from ser.serving.predict import Predictor, main
+
+    cfg = stats_cfg("stats_ravdess_speaker_norm", tone_corpus, stats_cache, tmp_path)
+    train(cfg)
+    ckpt = tmp_path / "checkpoints" / "best.ckpt"
+    with open(tmp_path / "predictions.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["speaker"] == "ravdess:02"]
+    classes = load_classifier(ckpt).class_names
+
+    predictor = Predictor.load(ckpt)
+    fallback = predictor.predict(rows[0]["path"])
+    assert len(fallback.windows) == 1
+    assert sum(fallback.probabilities.values()) == pytest.approx(1, abs=1e-4)
+    predictor.enrol([r["path"] for r in rows])  # the speaker's 8 clips, as evaluation did
+    for row in rows[:3]:
+        probs = predictor.predict(row["path"]).probabilities
+        np.testing.assert_allclose([probs[c] for c in classes],
+                                   [float(row[c]) for c in classes], atol=1e-4)
+    assert predictor.predict(rows[0]["path"]).probabilities != fallback.probabilities
+
+    onnx_predictor = Predictor.load(export_onnx(ckpt, tmp_path / "model.onnx"))
+    onnx_probs = onnx_predictor.predict(rows[0]["path"]).probabilities
+    np.testing.assert_allclose(list(onnx_probs.values()), list(fallback.probabilities.values()),
+                               atol=1e-5)
+
+    assert main([str(ckpt), rows[0]["path"], "--enrol", rows[0]["path"]]) == 2  # one clip
+    hand = Predictor.load(ckpt)
+    object.__setattr__(hand, "settings", replace(hand.settings, speaker_norm=False))
+    with pytest.raises(ValueError, match="not trained with speaker normalisation"):
+        hand.enrol([r["path"] for r in rows])
