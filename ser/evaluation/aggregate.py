@@ -1,14 +1,17 @@
 """Aggregate a multirun (one run per fold) into a mean ± std table.
 
 `python -m ser.evaluation.aggregate outputs/train/multiruns/<time>` (or `ser-aggregate`)
-reads every `*/metrics.json` below the folder and writes `summary.md` and
-`summary.json` beside them.
+reads every `*/metrics.json` below the folder and writes `summary.md`, `summary.json`
+and `confusion.png` (the folds' confusion matrices summed) beside them. Per-class
+recall is the mean over folds; a speaker-normalised sweep's no-enrolment scores get
+their own row.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -30,21 +33,46 @@ def collect(root: Path) -> list[dict]:
 
 
 def summarise(runs: list[dict]) -> dict:
-    """Mean and population std (as over folds) of UA, WA and macro-F1, plus per-run rows."""
-    protocols = sorted({r.get("protocol", "?") for r in runs})
+    """Mean and population std (as over folds) of UA, WA and macro-F1, plus per-run rows,
+    per-class recall and the summed confusion matrix."""
     summary = {
         "n_runs": len(runs),
-        "protocols": protocols,
+        "protocols": _protocols(runs),
         "runs": [
             {"run_dir": r["run_dir"], "fold": r.get("split", {}).get("fold"),
              **{k: r[k] for k in KEYS}}
             for r in runs
         ],
+        **_mean_std(runs),
     }
+    summary.update(_classes(runs))
+    fallback = [r["no_enrolment"] for r in runs if "no_enrolment" in r]
+    if len(fallback) == len(runs):
+        summary["no_enrolment"] = {"protocols": _protocols(fallback), **_mean_std(fallback)}
+    return summary
+
+
+def _protocols(runs: list[dict]) -> list[str]:
+    """Distinct protocol labels, with fold numbers dropped (each run has its own)."""
+    return sorted({re.sub(r"fold \d+", "each run's fold", r.get("protocol", "?")) for r in runs})
+
+
+def _mean_std(runs: list[dict]) -> dict:
+    out = {}
     for k in KEYS:
         values = np.array([r[k] for r in runs], dtype=np.float64)
-        summary[k] = {"mean": float(values.mean()), "std": float(values.std())}
-    return summary
+        out[k] = {"mean": float(values.mean()), "std": float(values.std())}
+    return out
+
+
+def _classes(runs: list[dict]) -> dict:
+    """Mean per-class recall and the summed confusion, where every run has the same classes."""
+    classes = [tuple(r.get("classes") or ()) for r in runs]
+    if not classes[0] or len(set(classes)) != 1 or not all("confusion" in r for r in runs):
+        return {}
+    recall = {c: float(np.mean([r["per_class"][c]["recall"] for r in runs])) for c in classes[0]}
+    confusion = np.sum([np.array(r["confusion"]) for r in runs], axis=0)
+    return {"classes": list(classes[0]), "recall": recall, "confusion": confusion.tolist()}
 
 
 def to_markdown(summary: dict) -> str:
@@ -63,6 +91,17 @@ def to_markdown(summary: dict) -> str:
         f"**{100 * summary[k]['mean']:.1f} ± {100 * summary[k]['std']:.1f}**" for k in KEYS
     )
     lines.append(f"| mean ± std ({summary['n_runs']} runs) | | {mean} |")
+    if "no_enrolment" in summary:
+        fb = summary["no_enrolment"]
+        cells = " | ".join(f"{100 * fb[k]['mean']:.1f} ± {100 * fb[k]['std']:.1f}" for k in KEYS)
+        lines += ["", f"Without enrolment: {'; '.join(fb['protocols'])}", "",
+                  "| | UA | WA | macro-F1 |", "|---|---|---|---|",
+                  f"| mean ± std ({summary['n_runs']} runs) | {cells} |"]
+    if "recall" in summary:
+        lines += ["", "| recall (mean over runs) | " + " | ".join(summary["recall"]) + " |",
+                  "|---" * (len(summary["recall"]) + 1) + "|",
+                  "| | " + " | ".join(f"{100 * v:.1f}" for v in summary["recall"].values())
+                  + " |"]
     return "\n".join(lines) + "\n"
 
 
@@ -70,6 +109,14 @@ def aggregate(root: Path) -> dict:
     summary = summarise(collect(root))
     (Path(root) / "summary.json").write_text(json.dumps(summary, indent=2))
     (Path(root) / "summary.md").write_text(to_markdown(summary))
+    if "confusion" in summary:
+        from ser.evaluation.plots import save_confusion_png
+
+        ua = summary["ua"]
+        save_confusion_png(np.array(summary["confusion"]), summary["classes"],
+                           Path(root) / "confusion.png",
+                           title=f"sum of {summary['n_runs']} runs | UA {100 * ua['mean']:.1f} "
+                                 f"± {100 * ua['std']:.1f}")
     return summary
 
 
