@@ -59,7 +59,7 @@ def export_onnx(ckpt_path: str | Path, out_path: str | Path | None = None) -> Pa
         "source_checkpoint": f"{ckpt_path.name} sha1 {digest}",
     }
     onnx.helper.set_model_props(proto, props)
-    proto.doc_string = "ser emotion classifier: raw hand features in, class probabilities out"
+    proto.doc_string = "ser emotion classifier: raw feature vectors in, class probabilities out"
     onnx.checker.check_model(proto)
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(proto, out)
@@ -112,6 +112,9 @@ def load_onnx(path: str | Path, threads: int | None = None):
 
     def classify(features: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(features, dtype=np.float32)
+        if x.ndim == 3:  # (clips, versions, D): mean probability over each clip's versions
+            probs = session.run([OUTPUT], {INPUT: x.reshape(-1, x.shape[-1])})[0]
+            return probs.reshape(x.shape[0], x.shape[1], -1).mean(axis=1)
         return session.run([OUTPUT], {INPUT: x})[0]
 
     return classify, meta

@@ -1,12 +1,17 @@
 """Predictor: a trained model and its own feature settings turn any audio into probabilities.
 
-The model was trained on one crop per clip (`offset` s in, `duration` s long, as the
-checkpoint's feature settings say), so the first window is exactly that crop, and a clip
-of the training corpus's length gets the prediction evaluation gives it. A longer
+A hand-feature model was trained on one crop per clip (`offset` s in, `duration` s long,
+as the checkpoint's feature settings say), so the first window is exactly that crop, and a
+clip of the training corpus's length gets the prediction evaluation gives it. A longer
 recording adds a window every `hop` s (default: one window length) while a whole window
-fits; the overall probabilities are the windows' mean.
+fits; the overall probabilities are the windows' mean. An utterance-statistics model
+reads the whole recording as one window, on its test-time versions.
 
-    ser-predict CKPT_OR_ONNX FILE... [--json] [--hop S]
+A speaker-normalised model wants the speaker's enrolment clips (`--enrol`, audio only);
+without them it falls back to its training statistics, as its report's "no_enrolment"
+figures measured.
+
+    ser-predict CKPT_OR_ONNX FILE... [--json] [--hop S] [--enrol CLIP ...]
 """
 
 from __future__ import annotations
@@ -23,7 +28,10 @@ from typing import Any
 import numpy as np
 
 from ser.data.audio import AudioConfig, AudioError, resample
+from ser.features.augment import change_speed, speed_factor
 from ser.features.hand import HandFeatureConfig, feature_dim, hand_features
+from ser.features.speaker_norm import Moments, moments
+from ser.features.utterance import UtteranceStatsConfig, frame_descriptors, utterance_stats
 from ser.serving.decode import Decoded, InputError, check_not_silent, decode_audio
 
 Classify = Callable[[np.ndarray], np.ndarray]  # (W, D) raw features -> (W, C) probabilities
@@ -54,18 +62,32 @@ class Prediction:
 
 @dataclass(frozen=True)
 class FeatureSettings:
-    """The checkpoint's audio crop and hand-feature settings (`ser_meta["features"]`)."""
+    """The checkpoint's audio crop and feature settings (`ser_meta["features"]`)."""
 
     audio: AudioConfig
     hand: HandFeatureConfig
+    kind: str = "hand"
+    stats: UtteranceStatsConfig | None = None
+    versions: tuple[str, ...] = ("original",)  # test-time versions of a clip
+    speaker_norm: bool = False
+    fallback: Moments | None = None  # training statistics: no enrolment
 
     @classmethod
     def from_meta(cls, meta: dict) -> FeatureSettings:
         kind = meta.get("feature_type", "hand")
-        if kind != "hand":
-            raise ValueError(f"serving supports hand-feature models only, not {kind!r}")
         features = meta["features"]
         audio = AudioConfig(**features["audio"])
+        if kind == "utterance_stats":
+            norm = meta.get("speaker_norm") or {}
+            on = norm.get("mode", "none") == "speaker"
+            fallback = (Moments(np.asarray(norm["global_mean"], np.float32),
+                                np.asarray(norm["global_std"], np.float32)) if on else None)
+            return cls(audio, HandFeatureConfig(), kind,
+                       UtteranceStatsConfig(**features["stats"]),
+                       tuple(meta.get("test_versions") or ("original",)), on, fallback)
+        if kind != "hand":
+            raise ValueError(f"serving supports hand-feature and utterance-statistics models, "
+                             f"not {kind!r}")
         if audio.duration is None:
             raise ValueError("the model's audio settings have no fixed duration (window length)")
         return cls(audio, HandFeatureConfig(**features["hand"]))
@@ -78,6 +100,16 @@ class FeatureSettings:
     def dim(self) -> int:
         return feature_dim(self.hand, self.audio.sample_rate, self.n_samples)
 
+    def stats_rows(self, wave: np.ndarray) -> np.ndarray:
+        """(versions, D) utterance statistics of a waveform at the model's rate."""
+        sr = self.audio.sample_rate
+        rows = []
+        for version in self.versions:
+            factor = speed_factor(version)
+            w = wave if factor is None else change_speed(wave, sr, factor)
+            rows.append(utterance_stats(frame_descriptors(w, sr, self.stats), sr, self.stats))
+        return np.stack(rows)
+
 
 @dataclass
 class Predictor:
@@ -88,6 +120,7 @@ class Predictor:
     settings: FeatureSettings
     info: dict[str, Any] = field(default_factory=dict)  # what the page shows as "the model"
     hop: float | None = None  # seconds between windows; None: one window length
+    enrolment: list[Moments] | None = None  # per test-time version, from `enrol`
 
     @classmethod
     def load(cls, path: str | Path, *, hop: float | None = None) -> Predictor:
@@ -108,12 +141,34 @@ class Predictor:
     def name(self) -> str:
         return self.info.get("description", "model")
 
+    def enrol(self, sources: Sequence[str | Path]) -> None:
+        """Speaker statistics from a speaker's clips (audio only) for a speaker-normalised
+        model; its later predictions use them instead of the training statistics."""
+        if not self.settings.speaker_norm:
+            raise ValueError("this model was not trained with speaker normalisation; "
+                             "enrolment clips would not be used")
+        if len(sources) < 2:
+            raise ValueError(f"enrolment needs at least 2 clips of the speaker, got {len(sources)}")
+        rows = []
+        for source in sources:
+            try:
+                decoded = decode_audio(Path(source).read_bytes())
+            except OSError as err:
+                raise InputError("unreadable", f"{source}: cannot read file ({err})") from None
+            except InputError as err:
+                raise InputError(err.code, f"{source}: {err}") from None
+            mono = decoded.samples.mean(axis=1, dtype=np.float32)
+            rows.append(self.settings.stats_rows(self._model_rate(mono, decoded.sample_rate)))
+        stacked = np.stack(rows)  # (clips, versions, D)
+        self.enrolment = [moments(stacked[:, v]) for v in range(stacked.shape[1])]
+        self.info["enrolment"] = f"{len(sources)} clips"
+
     def warm_up(self) -> None:
         """Build the mel basis, import the decoders: the first request shouldn't pay ~1 s."""
         import av  # noqa: F401 - webm/mp4 decoding
 
         sr = self.settings.audio.sample_rate
-        n = round((self.settings.audio.offset + self.settings.audio.duration) * sr)
+        n = round((self.settings.audio.offset + (self.settings.audio.duration or 2.0)) * sr)
         self.predict_waveform(0.1 * np.sin(np.arange(n, dtype=np.float32) * 0.05), sr)
 
     # --- audio in -----------------------------------------------------------------
@@ -165,11 +220,13 @@ class Predictor:
         """
         audio = self.settings.audio
         first = int(audio.offset * sample_rate)
-        length = int(audio.duration * sample_rate)
+        length = n - first if audio.duration is None else int(audio.duration * sample_rate)
         if n - first < audio.min_duration * sample_rate:
             raise InputError(
                 "too_short", f"only {max(n - first, 0) / sample_rate:.2f} s of audio after the "
                 f"model's {audio.offset:g} s offset, need at least {audio.min_duration:g} s")
+        if audio.duration is None:  # whole-clip models: one window
+            return [first], length
         hop = self.hop if self.hop is not None else audio.duration
         if hop <= 0:
             raise ValueError(f"hop must be positive, got {hop}")
@@ -181,12 +238,26 @@ class Predictor:
     def features(
         self, mono: np.ndarray, sample_rate: int, starts: Sequence[int], length: int
     ) -> np.ndarray:
-        """(windows, D) raw feature vectors, by the model's settings."""
+        """(windows, D) raw feature vectors, by the model's settings; an utterance-
+        statistics model gets (1, versions, D), speaker-normalised if it was trained so."""
+        if self.settings.kind == "utterance_stats":
+            rows = self.settings.stats_rows(self._model_rate(mono[starts[0]:], sample_rate))
+            return self._speaker_normalised(rows)[None]
         target = self.settings.audio.sample_rate
         waves = [resample(mono[s : s + length], sample_rate, target) for s in starts]
         if len({len(w) for w in waves}) > 1:  # only a lone first window can be short
             raise AssertionError("windows of unequal length")
         return hand_features(np.stack(waves), target, self.settings.hand, self.settings.n_samples)
+
+    def _model_rate(self, mono: np.ndarray, sample_rate: int) -> np.ndarray:
+        return resample(mono, sample_rate, self.settings.audio.sample_rate)
+
+    def _speaker_normalised(self, rows: np.ndarray) -> np.ndarray:
+        if not self.settings.speaker_norm:
+            return rows
+        if self.enrolment is None:
+            return self.settings.fallback.apply(rows)
+        return np.stack([m.apply(r) for m, r in zip(self.enrolment, rows, strict=True)])
 
     def _named(self, probs: np.ndarray) -> dict[str, float]:
         return {c: round(float(p), 6) for c, p in zip(self.class_names, probs, strict=True)}
@@ -263,6 +334,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
     parser.add_argument("--hop", type=float, default=None,
                         help="seconds between windows of long recordings (default: window length)")
+    parser.add_argument("--enrol", nargs="+", type=Path, default=None, metavar="CLIP",
+                        help="clips of the same speaker, for a speaker-normalised model "
+                        "(without them it uses its training statistics)")
     return parser
 
 
@@ -274,6 +348,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, KeyError) as err:
         print(f"ser-predict: cannot load model {args.model}: {err}", file=sys.stderr)
         return 2
+    if args.enrol:
+        try:
+            predictor.enrol(args.enrol)
+        except (OSError, ValueError) as err:  # AudioError and InputError are ValueErrors
+            print(f"ser-predict: cannot enrol the speaker: {err}", file=sys.stderr)
+            return 2
     results, failed = [], 0
     for path in args.files:
         try:
