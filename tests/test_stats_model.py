@@ -188,6 +188,15 @@ def test_stats_experiments_compose_with_their_numbers(name):
     assert cfg.data.speaker_norm.mode == ("speaker" if "speaker_norm" in name else "none")
 
 
+def test_speaker_norm_group_overrides_an_experiment():
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=stats_ravdess_to_tess",
+                                          "speaker_norm=speaker"])
+    assert cfg.data.speaker_norm.mode == "speaker"
+    assert list(cfg.data.split.test_corpora) == ["tess"]
+    assert list(cfg.augment.test_versions) == ["original"]
+
+
 @pytest.mark.slow
 def test_single_clip_fit_learns_and_reports(tone_corpus, stats_cache, tmp_path):
     cfg = stats_cfg("stats_ravdess", tone_corpus, stats_cache, tmp_path)
@@ -299,3 +308,17 @@ def test_serving_with_enrolment_matches_evaluation_and_onnx(tone_corpus, stats_c
     object.__setattr__(hand, "settings", replace(hand.settings, speaker_norm=False))
     with pytest.raises(ValueError, match="not trained with speaker normalisation"):
         hand.enrol([r["path"] for r in rows])
+
+
+def test_reports_name_the_normalisation_protocol():
+    from ser.evaluation.report import fallback_label, protocol_label
+
+    base = {"protocol": "speaker_independent", "fold": 3, "tested_corpora": ["ravdess"]}
+    assert protocol_label(base) == "speaker-independent, fold 3"
+    norm = {**base, "speaker_norm": "speaker", "speaker_norm_test": "speaker"}
+    assert protocol_label(norm).endswith("speaker-normalised (test speakers' own unlabelled clips)")
+    assert fallback_label(norm).endswith("without enrolment (training statistics)")
+    cross = {"protocol": "cross_corpus", "trained_corpora": ["ravdess"],
+             "tested_corpora": ["tess"], "speaker_norm": "speaker"}
+    assert protocol_label(cross).startswith("cross-corpus, trained on ravdess, tested on tess, "
+                                            "speaker-normalised")

@@ -22,7 +22,8 @@ def protocol_label(protocol: dict) -> str:
     tested = list(protocol.get("tested_corpora") or [])
     if protocol.get("protocol") == "cross_corpus":
         trained = "+".join(protocol.get("trained_corpora") or ["?"])
-        return f"cross-corpus, trained on {trained}, tested on {'+'.join(tested)}"
+        return (f"cross-corpus, trained on {trained}, tested on {'+'.join(tested)}"
+                f"{_norm_label(protocol)}")
     where = f"{tested[0]} " if tested and tested != ["ravdess"] else ""
     return f"speaker-independent, {where}fold {protocol.get('fold')}{_norm_label(protocol)}"
 

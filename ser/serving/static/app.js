@@ -24,8 +24,10 @@ async function loadModel() {
     $("model").textContent = info.description;
     $("record").disabled = false;
     const limit = info.limits.max_seconds;
+    const listens = info.window_s === null ? "the whole recording"
+      : `${info.window_s} s windows from ${info.offset_s} s in`;
     setState("idle", `Record up to ${limit} s, or upload a file. The model listens to ` +
-      `${info.window_s} s windows from ${info.offset_s} s in.`);
+      `${listens}.`);
   } catch (err) {
     setState("error", "");
     showError(`Cannot reach the server: ${err}`);
