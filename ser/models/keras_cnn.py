@@ -9,12 +9,33 @@ torch's -inf because the pool follows a ReLU (every value >= 0, so a zero never 
 over a real one). `pool_padding="keras_same"` builds the seed's exact network.
 
 `copy_torch_weights` moves a trained `SeedCNN` into the twin (parity: same logits), and
-`fit_keras` trains the twin on a `FeatureDataModule`'s rows with the seed's recipe.
+`fit_keras` trains the twin on a `FeatureDataModule`'s rows with the torch recipe. Where
+Keras's defaults differ from torch's, the twin follows torch:
+
+- initialisers (`init="torch"`): torch's Conv/Linear default, kaiming_uniform(a=sqrt(5))
+  weights and bias, is U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for both; Keras's default is
+  glorot_uniform weights and zero bias (`init="keras"`, the seed's). For the first conv
+  (fan_in 5, fan_out 640) glorot's bound is 0.096 against torch's 0.447.
+- class-weighted loss (`loss="torch"`): torch's `cross_entropy(weight=w)` averages as
+  sum(w_y * ce) / sum(w_y) over the batch; Keras's `class_weight` divides by the batch
+  size instead (`loss="keras"`), so the step size moves with the batch's class mix.
+- Adam epsilon 1e-8 (torch) instead of Keras's 1e-7. Keras adds it to sqrt(v), torch to
+  sqrt(v / (1 - beta2^t)), so they still differ early in training (only where gradients
+  are that small).
+- L2 1e-4 * sum(w^2) on the first conv and the first dense kernel, added to the loss: the
+  same in both (`EmotionClassifier._l2_penalty` with `l2_params` of conf/model/cnn.yaml).
+
+Not matched: torch's BatchNorm running variance takes the unbiased batch variance, Keras's
+the biased one (a factor 32/31 for the dense layer's batches of 32); torch trains in
+bf16-mixed unless `trainer=fp32`, the twin in float32; and the random streams (initial
+draws, shuffles, dropout masks). Per-step parity is tested: from the same weights and
+batch, without dropout, the twin's loss and Adam step are torch's.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -32,6 +53,8 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 POOL_PADDINGS = ("torch", "keras_same")
+INITS = ("torch", "keras")
+LOSSES = ("torch", "keras")
 
 
 def _keras() -> Any:
@@ -56,17 +79,34 @@ def build_keras_cnn(
     dense_dropout: float = 0.5,
     l2: float = 1e-4,
     pool_padding: str = "torch",
+    init: str = "torch",
 ) -> keras.Model:
-    """The seed's CNN; (batch, n_features) standardised features in, logits out."""
+    """The seed's CNN; (batch, n_features) standardised features in, logits out.
+
+    `init="torch"` draws weights and biases as torch's Conv/Linear defaults do,
+    `init="keras"` keeps Keras's (glorot_uniform, zero bias).
+    """
     if pool_padding not in POOL_PADDINGS:
         raise ValueError(f"pool_padding must be one of {POOL_PADDINGS}, got {pool_padding!r}")
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
     keras = _keras()
     layers = keras.layers
+
+    def initialisers(fan_in: int) -> dict[str, Any]:
+        if init == "keras":
+            return {}
+        return {"kernel_initializer": _torch_default_initializer(keras, fan_in),
+                "bias_initializer": _torch_default_initializer(keras, fan_in)}
+
     inputs = keras.Input((n_features,), name="features")
     x = layers.Reshape((n_features, 1))(inputs)
+    c_in = 1
     for i, (c, k, p, d) in enumerate(zip(channels, kernels, pools, dropouts, strict=True)):
         reg = keras.regularizers.L2(l2) if i == 0 and l2 else None  # the seed's first conv only
-        x = layers.Conv1D(c, k, padding="same", kernel_regularizer=reg, name=f"conv{i}")(x)
+        x = layers.Conv1D(c, k, padding="same", kernel_regularizer=reg, name=f"conv{i}",
+                          **initialisers(c_in * k))(x)
+        c_in = c
         x = layers.BatchNormalization(epsilon=1e-3, momentum=0.99, name=f"bn{i}")(x)
         x = layers.ReLU()(x)
         if pool_padding == "torch":
@@ -77,11 +117,43 @@ def build_keras_cnn(
         x = layers.Dropout(d)(x)
     x = layers.GlobalAveragePooling1D()(x)
     reg = keras.regularizers.L2(l2) if l2 else None
-    x = layers.Dense(dense, kernel_regularizer=reg, name="dense")(x)
+    x = layers.Dense(dense, kernel_regularizer=reg, name="dense", **initialisers(c_in))(x)
     x = layers.BatchNormalization(epsilon=1e-3, momentum=0.99, name="bn_dense")(x)
     x = layers.Dropout(dense_dropout)(x)
-    logits = layers.Dense(n_classes, name="logits")(x)
+    logits = layers.Dense(n_classes, name="logits", **initialisers(dense))(x)
     return keras.Model(inputs, logits, name="seed_cnn")
+
+
+def _torch_default_initializer(keras: Any, fan_in: int) -> Any:
+    """torch's Conv/Linear default for weights and biases alike: U(+-1/sqrt(fan_in)).
+
+    (kaiming_uniform with a=sqrt(5): gain sqrt(2/6), bound gain*sqrt(3/fan_in).)
+    """
+    bound = 1.0 / math.sqrt(fan_in)
+    return keras.initializers.RandomUniform(-bound, bound)
+
+
+def weighted_cross_entropy(class_weights: Sequence[float]) -> Any:
+    """torch's `cross_entropy(logits, y, weight=w)`: sum(w_y * ce) / sum(w_y) per batch.
+
+    A Keras loss on integer labels and logits; the weights are applied here, so `fit`
+    takes no `class_weight` (whose average divides by the batch size instead).
+    """
+    keras = _keras()
+    ops = keras.ops
+    weights = np.asarray(class_weights, dtype=np.float32)
+
+    class WeightedCrossEntropy(keras.losses.Loss):
+        def __init__(self) -> None:
+            super().__init__(name="weighted_cross_entropy", reduction="sum")
+
+        def call(self, y_true: Any, y_pred: Any) -> Any:
+            y = ops.cast(ops.reshape(y_true, (-1,)), "int32")
+            ce = keras.losses.sparse_categorical_crossentropy(y, y_pred, from_logits=True)
+            w = ops.take(ops.convert_to_tensor(weights), y)
+            return w * ce / ops.sum(w)
+
+    return WeightedCrossEntropy()
 
 
 def keras_twin_of(model: SeedCNN, n_features: int, **kwargs: Any) -> keras.Model:
@@ -142,6 +214,23 @@ def unweighted_accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray,
     return metrics_from_confusion(confusion_matrix(y, preds, len(class_names)), class_names)
 
 
+def compile_twin(model: keras.Model, class_weights: Sequence[float], lr: float = 1e-3,
+                 loss: str = "torch", epsilon: float = 1e-8) -> dict[int, float] | None:
+    """Compile with Adam(lr, epsilon) and the class-weighted loss; returns what `fit`
+    needs as `class_weight` (None with `loss="torch"`, which weights inside the loss)."""
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    keras = _keras()
+    weights = [float(w) for w in class_weights]
+    if loss == "torch":
+        loss_fn, fit_weights = weighted_cross_entropy(weights), None
+    else:
+        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        fit_weights = dict(enumerate(weights))
+    model.compile(optimizer=keras.optimizers.Adam(lr, epsilon=epsilon), loss=loss_fn)
+    return fit_weights
+
+
 def fit_keras(
     dm: FeatureDataModule,
     epochs: int = 25,
@@ -152,30 +241,35 @@ def fit_keras(
     seed: int = 42,
     pool_padding: str = "torch",
     net: dict | None = None,
+    init: str = "torch",
+    loss: str = "torch",
+    epsilon: float = 1e-8,
+    min_lr: float = 1e-6,
 ) -> dict[str, Any]:
-    """Train the twin with the torch recipe: Adam, balanced class weights, L2 1e-4, LR
-    halved after `lr_patience` epochs and early stopping after `patience` epochs without a
-    better validation UA; the best-validation-UA weights are tested.
+    """Train the twin with the torch recipe: Adam (eps 1e-8), balanced class weights
+    averaged as torch does, L2 1e-4, torch's initialisers, LR halved after `lr_patience`
+    epochs and early stopping after `patience` epochs without a better validation UA; the
+    best-validation-UA weights are tested.
 
-    `dm` must be set up ("fit"). Returns val/test metrics and the number of epochs run.
+    `init="keras"`, `loss="keras"`, `epsilon=1e-7` give Keras's defaults instead (the
+    seed's own recipe). `dm` must be set up ("fit"). Returns val/test metrics, the number
+    of epochs run and the model.
     """
     keras = _keras()
     keras.utils.set_random_seed(seed)
     x_train, y_train = standardised_rows(dm, "train")
     x_val, y_val = standardised_rows(dm, "val")
     model = build_keras_cnn(x_train.shape[1], dm.n_classes, pool_padding=pool_padding,
-                            **(net or {}))
-    model.compile(optimizer=keras.optimizers.Adam(lr),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    tracker = _BestValUA(keras, x_val, y_val, dm.class_names, patience, lr_patience)
+                            init=init, **(net or {}))
+    fit_weights = compile_twin(model, dm.class_weights, lr, loss=loss, epsilon=epsilon)
+    tracker = _BestValUA(keras, x_val, y_val, dm.class_names, patience, lr_patience, min_lr)
     model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, verbose=0, shuffle=True,
-              class_weight={i: float(w) for i, w in enumerate(dm.class_weights)},
-              callbacks=[tracker.callback])
+              class_weight=fit_weights, callbacks=[tracker.callback])
     model.set_weights(tracker.best_weights)
     x_test, y_test = standardised_rows(dm, "test")
     test = unweighted_accuracy(model, x_test, y_test, dm.class_names)
     return {"val/ua_best": tracker.best_ua, "test": test, "epochs": tracker.epochs,
-            "model": model}
+            "history": tracker.history, "model": model}
 
 
 class _BestValUA:
@@ -184,6 +278,7 @@ class _BestValUA:
     def __init__(self, keras: Any, x: np.ndarray, y: np.ndarray, classes: Sequence[str],
                  patience: int, lr_patience: int, min_lr: float = 1e-6) -> None:
         self.best_ua, self.best_weights, self.epochs = -1.0, None, 0
+        self.history: list[dict[str, float]] = []  # per epoch: val UA and the LR it ran with
         self._since_best = self._since_lr = 0
         tracker = self
 
@@ -191,6 +286,8 @@ class _BestValUA:
             def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
                 tracker.epochs = epoch + 1
                 ua = unweighted_accuracy(self.model, x, y, classes)["ua"]
+                lr = self.model.optimizer.learning_rate
+                tracker.history.append({"val_ua": ua, "lr": float(lr.numpy())})
                 log.info("keras epoch %d: val UA %.4f (best %.4f)", epoch + 1, ua, tracker.best_ua)
                 if ua > tracker.best_ua:
                     tracker.best_ua, tracker.best_weights = ua, self.model.get_weights()
@@ -199,7 +296,6 @@ class _BestValUA:
                 tracker._since_best += 1
                 tracker._since_lr += 1
                 if tracker._since_lr > lr_patience:  # as torch's ReduceLROnPlateau counts
-                    lr = self.model.optimizer.learning_rate
                     lr.assign(max(float(lr.numpy()) * 0.5, min_lr))
                     tracker._since_lr = 0
                 if tracker._since_best >= patience:
