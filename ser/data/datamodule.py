@@ -256,7 +256,8 @@ class FeatureDataModule(L.LightningDataModule):
 
     def extra_test_sets(self) -> dict[str, DataLoader]:
         """Further test sets scored with the same checkpoint (e.g. "no_enrolment")."""
-        return {name: self._loader(name) for name in self.datasets if name == "no_enrolment"}
+        name = "no_enrolment"
+        return {name: self._loader(name)} if name in self.datasets else {}
 
     def _fit_training_stats(self) -> None:
         train = self.tables["train"].features

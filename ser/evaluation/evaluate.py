@@ -74,14 +74,12 @@ def evaluate(cfg: DictConfig) -> dict:
     datamodule.setup("test")
     trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=False)
     trainer.test(model, datamodule=datamodule, verbose=False)
+    test, outputs = model.last_metrics["test"], model.last_test_outputs
     out_dir = Path(cfg.paths.output_dir)
     protocol = datamodule.metadata()["split"]
-    payload = write_report(
-        out_dir, model.last_metrics["test"], datamodule.test_rows(), model.last_test_outputs,
-        protocol=protocol, checkpoint=cfg.ckpt_path,
-    )
-    payload.update(score_extra_test_sets(trainer, model, datamodule, None, protocol))
-    (out_dir / "metrics.json").write_text(json.dumps(payload, indent=2))
+    extra = score_extra_test_sets(trainer, model, datamodule, None, protocol)
+    payload = write_report(out_dir, test, datamodule.test_rows(), outputs, protocol=protocol,
+                           checkpoint=cfg.ckpt_path, extra=extra)
     log.info("%s", json.dumps({k: payload[k] for k in ("wa", "ua", "macro_f1", "protocol")}))
     log.info("report written to %s", out_dir)
     if data_cfg is not None:

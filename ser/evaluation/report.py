@@ -50,12 +50,15 @@ def write_report(
     probs: np.ndarray | None,
     protocol: dict,
     checkpoint: str = "",
+    extra: dict | None = None,
 ) -> dict:
-    """Write the three report files into `out_dir` and return the metrics written."""
+    """Write the three report files into `out_dir` and return the metrics written;
+    `extra` entries (further test sets, model facts) go into metrics.json beside them."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     label = protocol_label(protocol)
-    payload = {**metrics, "protocol": label, "split": protocol, "checkpoint": str(checkpoint)}
+    payload = {**metrics, "protocol": label, "split": protocol, "checkpoint": str(checkpoint),
+               **(extra or {})}
     (out_dir / "metrics.json").write_text(json.dumps(payload, indent=2))
     save_confusion_png(
         np.array(metrics["confusion"]), metrics["classes"], out_dir / "confusion.png",

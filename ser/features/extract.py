@@ -41,12 +41,7 @@ from ser.features.augment import (
     speed_factor,
 )
 from ser.features.hand import HandFeatureConfig, feature_dim, hand_features, mel_bands
-from ser.features.utterance import (
-    UtteranceStatsConfig,
-    frame_descriptors,
-    stats_dim,
-    utterance_stats,
-)
+from ser.features.utterance import UtteranceStatsConfig, stats_dim, utterance_vector
 
 log = logging.getLogger(__name__)
 
@@ -367,8 +362,7 @@ def _featurise_waves(waves: list[tuple[_Result, str, np.ndarray]], spec: Feature
     if spec.kind == "utterance_stats":
         sr = spec.audio.sample_rate
         for result, version, wave in waves:
-            frames = frame_descriptors(wave, sr, spec.stats)
-            result.vectors[version] = utterance_stats(frames, sr, spec.stats)
+            result.vectors[version] = utterance_vector(wave, sr, spec.stats)
         return
     n = spec.n_samples
     by_length: dict[int, list[tuple[_Result, str, np.ndarray]]] = {}

@@ -62,6 +62,16 @@ def _mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float) -> np.ndarray:
     return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=sr / 2)
 
 
+def utterance_vector(wave: np.ndarray, sr: int, cfg: UtteranceStatsConfig) -> np.ndarray:
+    """A waveform's (stats_dim,) utterance statistics."""
+    return utterance_stats(frame_descriptors(wave, sr, cfg), sr, cfg)
+
+
+def _active(log_rms: np.ndarray, active_db: float) -> np.ndarray:
+    """Frames within `active_db` of the loudest one."""
+    return log_rms > log_rms.max() - active_db / 20 * np.log(10)
+
+
 def frame_descriptors(wave: np.ndarray, sr: int, cfg: UtteranceStatsConfig) -> np.ndarray:
     """(T, n_descriptors) float32; column -2 is log f0 (NaN where unvoiced or silent)."""
     wave = np.asarray(wave, dtype=np.float32)
@@ -83,7 +93,7 @@ def frame_descriptors(wave: np.ndarray, sr: int, cfg: UtteranceStatsConfig) -> n
                                                  n_bands=cfg.n_contrast_bands)
     log_f0, periodicity = _pitch(wave, sr, cfg)
     n = min(mel.shape[1], zcr.shape[0], log_f0.shape[0])
-    active = log_rms[:n] > log_rms[:n].max() - cfg.active_db / 20 * np.log(10)
+    active = _active(log_rms[:n], cfg.active_db)
     log_f0 = np.where((periodicity[:n] >= cfg.voicing_threshold) & active, log_f0[:n], np.nan)
     rows = [np.log(mel[:, :n] + 1e-8), mfcc[:, :n], log_rms[None, :n], zcr[None, :n],
             *(s[None, :n] for s in shape), contrast[:, :n], log_f0[None], periodicity[None, :n]]
@@ -93,7 +103,7 @@ def frame_descriptors(wave: np.ndarray, sr: int, cfg: UtteranceStatsConfig) -> n
 def _pitch(wave: np.ndarray, sr: int, cfg: UtteranceStatsConfig) -> tuple[np.ndarray, np.ndarray]:
     """Log f0 by YIN and each frame's normalised autocorrelation at the YIN period.
 
-    YIN is ~50x faster than pYIN here and gave the same accuracy in our runs; the
+    YIN is ~60x faster than pYIN here and came within 1 UA point of it in our runs; the
     autocorrelation at the found period stands in for pYIN's voicing probability.
     """
     n = cfg.f0_frame_length
@@ -111,7 +121,7 @@ def _pitch(wave: np.ndarray, sr: int, cfg: UtteranceStatsConfig) -> tuple[np.nda
 def utterance_stats(frames: np.ndarray, sr: int, cfg: UtteranceStatsConfig) -> np.ndarray:
     """(T, n_descriptors) frame descriptors -> (stats_dim,) float32 functionals."""
     log_rms = frames[:, cfg.n_mels + cfg.n_mfcc]
-    active = log_rms > log_rms.max() - cfg.active_db / 20 * np.log(10)
+    active = _active(log_rms, cfg.active_db)
     log_f0 = frames[:, -2]
     voiced = np.isfinite(log_f0) & active
     others = np.delete(frames[active], -2, axis=1)

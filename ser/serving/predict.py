@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 
 from ser.data.audio import AudioConfig, AudioError, resample
-from ser.features.augment import change_speed, speed_factor
+from ser.features.augment import AugmentConfig, make_versions
 from ser.features.hand import HandFeatureConfig, feature_dim, hand_features
 from ser.features.speaker_norm import Moments, moments
-from ser.features.utterance import UtteranceStatsConfig, frame_descriptors, utterance_stats
+from ser.features.utterance import UtteranceStatsConfig, utterance_vector
 from ser.serving.decode import Decoded, InputError, check_not_silent, decode_audio
 
 Classify = Callable[[np.ndarray], np.ndarray]  # (W, D) raw features -> (W, C) probabilities
@@ -69,6 +69,7 @@ class FeatureSettings:
     kind: str = "hand"
     stats: UtteranceStatsConfig | None = None
     versions: tuple[str, ...] = ("original",)  # test-time versions of a clip
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # how versions are made
     speaker_norm: bool = False
     fallback: Moments | None = None  # training statistics: no enrolment
 
@@ -84,7 +85,8 @@ class FeatureSettings:
                                 np.asarray(norm["global_std"], np.float32)) if on else None)
             return cls(audio, HandFeatureConfig(), kind,
                        UtteranceStatsConfig(**features["stats"]),
-                       tuple(meta.get("test_versions") or ("original",)), on, fallback)
+                       tuple(meta.get("test_versions") or ("original",)),
+                       AugmentConfig(**features["augment"]), on, fallback)
         if kind != "hand":
             raise ValueError(f"serving supports hand-feature and utterance-statistics models, "
                              f"not {kind!r}")
@@ -103,12 +105,11 @@ class FeatureSettings:
     def stats_rows(self, wave: np.ndarray) -> np.ndarray:
         """(versions, D) utterance statistics of a waveform at the model's rate."""
         sr = self.audio.sample_rate
-        rows = []
-        for version in self.versions:
-            factor = speed_factor(version)
-            w = wave if factor is None else change_speed(wave, sr, factor)
-            rows.append(utterance_stats(frame_descriptors(w, sr, self.stats), sr, self.stats))
-        return np.stack(rows)
+        # versions made as in training (speed versions exactly; random ones such as noise
+        # draw from the augment seed, as there is no file digest to seed them with here)
+        rng = np.random.default_rng(self.augment.seed)
+        waves = make_versions(wave, sr, self.versions, self.augment, rng)
+        return np.stack([utterance_vector(waves[v], sr, self.stats) for v in self.versions])
 
 
 @dataclass
@@ -152,9 +153,7 @@ class Predictor:
         rows = []
         for source in sources:
             try:
-                decoded = decode_audio(Path(source).read_bytes())
-            except OSError as err:
-                raise InputError("unreadable", f"{source}: cannot read file ({err})") from None
+                decoded = decode_audio(_read_file(source))
             except InputError as err:
                 raise InputError(err.code, f"{source}: {err}") from None
             mono = decoded.samples.mean(axis=1, dtype=np.float32)
@@ -180,11 +179,7 @@ class Predictor:
         if isinstance(source, bytes):
             data, label = source, name or "<bytes>"
         else:
-            label = name or str(source)
-            try:
-                data = Path(source).read_bytes()
-            except OSError as err:
-                raise InputError("unreadable", f"{source}: cannot read file ({err})") from None
+            data, label = _read_file(source), name or str(source)
         try:
             decoded = decode_audio(data, max_seconds=max_seconds)
             return self.predict_decoded(decoded, label)
@@ -261,6 +256,13 @@ class Predictor:
 
     def _named(self, probs: np.ndarray) -> dict[str, float]:
         return {c: round(float(p), 6) for c, p in zip(self.class_names, probs, strict=True)}
+
+
+def _read_file(source: str | Path) -> bytes:
+    try:
+        return Path(source).read_bytes()
+    except OSError as err:
+        raise InputError("unreadable", f"{source}: cannot read file ({err})") from None
 
 
 def _load_torch(path: Path) -> tuple[Classify, dict]:

@@ -56,17 +56,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
         tester = trainer if trainer.world_size == 1 else _single_device_trainer(cfg)
         tester.test(model, datamodule=datamodule, ckpt_path=ckpt_path or None, verbose=False,
                     weights_only=False)  # our own checkpoint, written just above
-        test = model.last_metrics["test"]
-        payload = write_report(
-            out_dir, test, datamodule.test_rows(), model.last_test_outputs,
-            protocol=datamodule.metadata()["split"], checkpoint=ckpt_path,
-        )
-        payload.update(score_extra_test_sets(tester, model, datamodule, ckpt_path,
-                                             payload["split"]))
-        _add_report_info(out_dir, payload, model)
-        metrics.update({f"test/{k}": test[k] for k in ("wa", "ua", "macro_f1")})
-        metrics.update({f"{name}/{k}": payload[name][k] for name in payload
-                        if name == "no_enrolment" for k in ("wa", "ua", "macro_f1")})
+        test, outputs = model.last_metrics["test"], model.last_test_outputs
+        protocol = datamodule.metadata()["split"]
+        # further test sets re-run `test`, so the main test's results are taken first
+        extra = score_extra_test_sets(tester, model, datamodule, ckpt_path, protocol)
+        info = model.report_info() if hasattr(model, "report_info") else {}
+        write_report(out_dir, test, datamodule.test_rows(), outputs, protocol=protocol,
+                     checkpoint=ckpt_path, extra={**extra, **info})
+        for name, result in {"test": test, **extra}.items():
+            metrics.update({f"{name}/{k}": result[k] for k in ("wa", "ua", "macro_f1")})
         _export(cfg, model, out_dir)
     Path(cfg.paths.output_dir, "train_metrics.json").write_text(json.dumps(metrics, indent=2))
     log.info("metrics: %s", json.dumps(metrics))
@@ -142,13 +140,6 @@ def _single_device_trainer(cfg: DictConfig) -> L.Trainer:
                      precision=resolve_precision(t.get("precision")), logger=False,
                      enable_progress_bar=t.get("enable_progress_bar", True),
                      default_root_dir=t.get("default_root_dir"))
-
-
-def _add_report_info(out_dir: Path, payload: dict, model: L.LightningModule) -> None:
-    """Model facts and further test sets the report should carry (e.g. that a backbone was
-    randomly initialised)."""
-    info = model.report_info() if hasattr(model, "report_info") else {}
-    (out_dir / "metrics.json").write_text(json.dumps({**payload, **info}, indent=2))
 
 
 def _export(cfg: DictConfig, model: L.LightningModule, out_dir: Path) -> None:
