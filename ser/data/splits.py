@@ -129,12 +129,9 @@ def speaker_independent_split(
         raise ValueError(f"fold {fold}: none of its test actors {sorted(test_speakers)} present")
     # validation measures what test measures: unseen speakers of the same corpus
     same_corpus = [c for c in clips if c.corpus == corpus]
-    train, val, test = _assign(clips, test_speakers, same_corpus, n_val_speakers, seed + fold,
-                               val_fraction)
-    split = Split(train, val, test, "speaker_independent", fold,
-                  test_speakers=tuple(sorted(test_speakers)))
-    check_no_leak(clips, split)
-    return split
+    assigned = _assign(clips, test_speakers, same_corpus, n_val_speakers, seed + fold,
+                       val_fraction)
+    return _checked_split(clips, assigned, "speaker_independent", fold, test_speakers)
 
 
 def cross_corpus_split(
@@ -154,9 +151,14 @@ def cross_corpus_split(
         raise ValueError("cross_corpus needs at least one training corpus besides the test ones")
     test_speakers = {c.speaker for c in clips if c.corpus in test_corpora}
     rest = [c for c in clips if c.corpus not in test_corpora]
-    train, val, test = _assign(clips, test_speakers, rest, n_val_speakers, seed, val_fraction)
-    split = Split(train, val, test, "cross_corpus", None,
-                  test_speakers=tuple(sorted(test_speakers)))
+    assigned = _assign(clips, test_speakers, rest, n_val_speakers, seed, val_fraction)
+    return _checked_split(clips, assigned, "cross_corpus", None, test_speakers)
+
+
+def _checked_split(clips: Sequence[Clip], assigned: tuple[list[int], list[int], list[int]],
+                   protocol: str, fold: int | None, test_speakers: set[str]) -> Split:
+    """The Split of (train, val, test) indices, after the leak guard has passed it."""
+    split = Split(*assigned, protocol, fold, test_speakers=tuple(sorted(test_speakers)))
     check_no_leak(clips, split)
     return split
 
