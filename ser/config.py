@@ -1,4 +1,4 @@
-"""Hydra/OmegaConf glue: resolvers the configs use."""
+"""Hydra/OmegaConf glue: where the configs are, and the resolvers they use."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO_ROOT / "conf"
 
 
 def register_resolvers() -> None:

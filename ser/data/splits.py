@@ -50,6 +50,9 @@ class Split:
     # random protocol only: split augmented rows rather than clips, as the seed did
     rows_leak: bool = False
     test_speakers: tuple[str, ...] = field(default=())
+    # how a rows_leak split cuts the augmented rows (the seed's protocol)
+    seed: int = 0
+    test_fraction: float = 0.2
 
     @property
     def leaky(self) -> bool:
@@ -229,7 +232,8 @@ def random_split(
     n_test = int(round(test_fraction * len(order)))
     test = sorted(order[:n_test])
     train = sorted(order[n_test:])
-    return Split(train, list(test), test, "random", None, rows_leak=rows_leak)
+    return Split(train, list(test), test, "random", None, rows_leak=rows_leak, seed=seed,
+                 test_fraction=test_fraction)
 
 
 def check_no_leak(clips: Sequence[Clip], split: Split) -> None:

@@ -77,11 +77,17 @@ class ConvBlock(nn.Module):
 
 
 class SeedCNN(nn.Module):
-    """Input (batch, n_features) or (batch, 1, n_features); output logits."""
+    """Input (batch, n_features) or (batch, 1, n_features); output logits.
+
+    The blocks end in a global mean, so any `n_features` works; it is kept in `meta()`
+    only to say what the network was trained on.
+    """
+
 
     def __init__(
         self,
         n_classes: int = 8,
+        n_features: int | None = None,
         channels: Sequence[int] = (128, 64, 32),
         kernels: Sequence[int] = (5, 5, 3),
         pools: Sequence[int] = (5, 5, 3),
@@ -91,6 +97,10 @@ class SeedCNN(nn.Module):
         pool_first: bool = True,
     ) -> None:
         super().__init__()
+        self.init_args = {"n_classes": n_classes, "n_features": n_features,
+                          "channels": list(channels), "kernels": list(kernels),
+                          "pools": list(pools), "dropouts": list(dropouts), "dense": dense,
+                          "dense_dropout": dense_dropout, "pool_first": pool_first}
         if not len(channels) == len(kernels) == len(pools) == len(dropouts):
             raise ValueError("channels, kernels, pools and dropouts need one entry per block")
         c_in = [1, *channels[:-1]]
@@ -105,6 +115,13 @@ class SeedCNN(nn.Module):
             nn.Linear(dense, n_classes),
         )
         self.to(memory_format=torch.channels_last)  # conv weights in the activations' layout
+
+    def meta(self) -> dict:
+        return dict(self.init_args)
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> SeedCNN:
+        return cls(**meta)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.reshape(x.shape[0], 1, 1, x.shape[-1]).contiguous(memory_format=torch.channels_last)

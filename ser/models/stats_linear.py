@@ -26,10 +26,12 @@ HEADS = ("lda", "logreg")
 
 
 class StatsLinearEnsemble(nn.Module):
+
     def __init__(self, n_features: int, n_classes: int,
                  heads: Sequence[str] = HEADS) -> None:
         super().__init__()
         heads = list(heads)
+        self.init_args = {"n_features": n_features, "n_classes": n_classes, "heads": heads}
         if not heads or any(h not in HEADS for h in heads) or len(set(heads)) != len(heads):
             raise ValueError(f"heads must be distinct names from {HEADS}, got {heads}")
         self.heads = heads
@@ -38,6 +40,13 @@ class StatsLinearEnsemble(nn.Module):
         self.logreg = nn.Linear(n_features, n_classes)
         # set by fit_closed_form; a checkpoint restores it with the weights
         self.register_buffer("lda_fitted", torch.zeros((), dtype=torch.bool))
+
+    def meta(self) -> dict:
+        return dict(self.init_args)
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> StatsLinearEnsemble:
+        return cls(**meta)
 
     @property
     def needs_closed_form_fit(self) -> bool:

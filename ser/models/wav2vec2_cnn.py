@@ -76,7 +76,10 @@ class CNNHead(nn.Module):
         mask = sample_mask(frames, hidden.shape[1])[:, None, :]  # (B, 1, T)
         x = hidden.transpose(1, 2) * mask  # zeros beyond the clip = the conv's own padding
         x = F.relu(self.conv1(x)) * mask
-        x = F.max_pool1d(x, self.pool)  # a window with any padding is dropped just below
+        # max_pool1d(x, pool) as a reshape (same values; exports with a dynamic length);
+        # a window with any padding is dropped just below
+        t = x.shape[-1] // self.pool
+        x = x[..., : t * self.pool].unflatten(-1, (t, self.pool)).amax(dim=-1)
         pooled = frames // self.pool
         mask = sample_mask(pooled, x.shape[-1])[:, None, :]
         x = F.relu(self.conv2(self.dropout(x) * mask))
@@ -182,15 +185,28 @@ class FrozenBackboneCNN(nn.Module):
     def _run(self, waves: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
         x = normalise(waves, lengths) if self.inputs.do_normalize else waves
         mask = sample_mask(lengths, x.shape[1]).long() if self.inputs.attention_mask else None
-        out = self.backbone(x, attention_mask=mask, output_hidden_states=True)
-        if self.layer == "weighted":
-            picked = torch.stack(out.hidden_states, dim=1)
-        elif self.layer == -1:  # after the final layer norm of pre-LN (large) models too
-            picked = out.last_hidden_state
-        else:
-            picked = out.hidden_states[self.layer]
+        picked = self._picked(self.backbone(x, attention_mask=mask, output_hidden_states=True))
         frames = frame_lengths(self.backbone, lengths)
         return [picked[i, ..., : int(t), :] for i, t in enumerate(frames)]
+
+    def _picked(self, out: Any) -> torch.Tensor:
+        """The configured layer(s) of a backbone output: (B, T, H) or (B, L, T, H)."""
+        if self.layer == "weighted":
+            return torch.stack(out.hidden_states, dim=1)
+        if self.layer == -1:  # after the final layer norm of pre-LN (large) models too
+            return out.last_hidden_state
+        return out.hidden_states[self.layer]
+
+    def _traced_forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The graph an export records: the whole batch through the backbone at once, no
+        cache. Serving scores windows of one length together, so no window sees another's
+        padding; values pass through the cache dtype, as the head saw them in training."""
+        x = normalise(waves, lengths) if self.inputs.do_normalize else waves
+        mask = sample_mask(lengths, x.shape[1]).long() if self.inputs.attention_mask else None
+        picked = self._picked(self.backbone(x.float(), attention_mask=mask,
+                                            output_hidden_states=True))
+        dtype = getattr(torch, self.cache_dtype.name)
+        return self.head(picked.to(dtype).float(), frame_lengths(self.backbone, lengths))
 
     @property
     def cache(self) -> HiddenStateCache | None:
@@ -236,6 +252,8 @@ class FrozenBackboneCNN(nn.Module):
         lengths: torch.Tensor,
         keys: Sequence[str | None] | None = None,
     ) -> torch.Tensor:
+        if torch.compiler.is_compiling():  # export traces one tensor graph
+            return self._traced_forward(waves, lengths)
         hidden, frames = self.features(waves, lengths, keys)
         return self.head(hidden, frames)
 

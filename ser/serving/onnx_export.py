@@ -1,10 +1,11 @@
 """ONNX export of a trained classifier, self-describing like the checkpoint it came from.
 
-The graph takes raw hand-feature vectors `features` (batch, D) and returns `probabilities`
-(batch, classes): standardisation and softmax are inside. The model's metadata holds the
-label map (`class_names`), the preprocessing settings (`features`: audio crop and hand
-features), and the checkpoint's whole `ser_meta`, so `Predictor.load(model.onnx)` needs
-nothing else.
+The graph takes the input pipeline's tensors (feature vectors `features` (clips,
+versions, D), or `waves` (clips, 1, samples) and `lengths` (clips, 1) for waveform
+models, any number of samples) and returns `probabilities` (clips, classes): the
+versions' mean probability. The model's metadata holds the label map (`class_names`) and
+the checkpoint's whole metadata (`ser_meta`: family, input pipeline with its fitted
+statistics, network), so `Predictor.load(model.onnx)` needs nothing else.
 
     ser-export-onnx CKPT [OUT.onnx]
 """
@@ -24,7 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-INPUT, OUTPUT = "features", "probabilities"
+from ser.training.schema import CheckpointError, CheckpointMeta
+
+OUTPUT = "probabilities"
 OPSET = 18
 
 
@@ -37,29 +40,31 @@ def export_onnx(ckpt_path: str | Path, out_path: str | Path | None = None) -> Pa
     ckpt_path = Path(ckpt_path)
     out = Path(out_path) if out_path else ckpt_path.with_suffix(".onnx")
     model = load_classifier(ckpt_path)
+    pipeline = model.pipeline
     wrapper = Probabilities(model).eval()
-    example = torch.zeros(2, model.feature_mean.numel())
-    batch = torch.export.Dim("batch", min=1)
+    example = pipeline.example_inputs()
+    clips = torch.export.Dim("clips", min=1)
+    varying = pipeline.dynamic_axes()
+    dynamic = {name: {0: clips, **{axis: torch.export.Dim(label, min=400)
+                                   for axis, label in varying.get(name, {}).items()}}
+               for name in example}
     with warnings.catch_warnings(), _quiet("torch.onnx"):
         warnings.simplefilter("ignore")  # the exporter's notes on torchvision and friends
         program = torch.onnx.export(
-            wrapper, (example,), input_names=[INPUT], output_names=[OUTPUT],
-            dynamic_shapes=({0: batch},), opset_version=OPSET, dynamo=True, verbose=False,
-            optimize=True,
+            wrapper, tuple(example.values()), input_names=list(example), output_names=[OUTPUT],
+            dynamic_shapes=(tuple(dynamic.values()),), opset_version=OPSET, dynamo=True,
+            verbose=False, optimize=True,
         )
     proto = program.model_proto
-    meta = {**model.ser_meta, "class_names": model.class_names}
     with open(ckpt_path, "rb") as f:
         digest = hashlib.file_digest(f, "sha1").hexdigest()
     props = {
         "class_names": json.dumps(model.class_names),
-        "features": json.dumps(meta["features"]),
-        "feature_type": str(meta.get("feature_type", "hand")),
-        "ser_meta": json.dumps(meta, default=str),
+        "ser_meta": json.dumps(model.checkpoint_meta().to_dict()),
         "source_checkpoint": f"{ckpt_path.name} sha1 {digest}",
     }
     onnx.helper.set_model_props(proto, props)
-    proto.doc_string = "ser emotion classifier: raw feature vectors in, class probabilities out"
+    proto.doc_string = "ser emotion classifier: the input pipeline's tensors in, probabilities out"
     onnx.checker.check_model(proto)
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(proto, out)
@@ -79,14 +84,16 @@ def _quiet(name: str) -> Iterator[None]:
 
 
 class Probabilities(torch.nn.Module):
-    """The classifier (standardisation inside) followed by softmax."""
+    """The classifier on the pipeline's input tensors (positional, in the pipeline's
+    order), followed by softmax: each clip's mean probability over its versions."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.names = list(model.pipeline.input_names)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(features), dim=-1)
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(dict(zip(self.names, inputs, strict=True))), dim=-1)
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
@@ -98,24 +105,27 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 
 
 def load_onnx(path: str | Path, threads: int | None = None):
-    """(classify, ser_meta) for `Predictor`: onnxruntime on the CPU."""
+    """(classify, CheckpointMeta) for `Predictor`: onnxruntime on the CPU."""
     import onnxruntime as ort
 
+    path = Path(path)
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    props = session.get_modelmeta().custom_metadata_map
-    if "ser_meta" not in props:
-        raise ValueError(f"{path}: not a ser ONNX export (no 'ser_meta' metadata)")
-    meta = json.loads(props["ser_meta"])
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        props = session.get_modelmeta().custom_metadata_map
+        meta = CheckpointMeta.from_dict(json.loads(props["ser_meta"]))
+    except KeyError:
+        raise CheckpointError(f"{path}: not a ser ONNX export (no 'ser_meta' metadata)") from None
+    except (ValueError, RuntimeError, OSError) as err:  # onnxruntime's errors are RuntimeErrors
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: not a usable ser ONNX model ({first})") from None
+    names = [i.name for i in session.get_inputs()]
 
-    def classify(features: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(features, dtype=np.float32)
-        if x.ndim == 3:  # (clips, versions, D): mean probability over each clip's versions
-            probs = session.run([OUTPUT], {INPUT: x.reshape(-1, x.shape[-1])})[0]
-            return probs.reshape(x.shape[0], x.shape[1], -1).mean(axis=1)
-        return session.run([OUTPUT], {INPUT: x})[0]
+    def classify(inputs: dict[str, np.ndarray]) -> np.ndarray:
+        feed = {name: np.ascontiguousarray(inputs[name]) for name in names}
+        return session.run([OUTPUT], feed)[0]
 
     return classify, meta
 
@@ -130,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         out = export_onnx(args.checkpoint, args.out)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError) as err:  # CheckpointError is a ValueError naming the file
         print(f"ser-export-onnx: {err}", file=sys.stderr)
         return 2
     print(out)

@@ -1,11 +1,14 @@
-"""Predictor: a trained model and its own feature settings turn any audio into probabilities.
+"""Predictor: a trained model and its own input pipeline turn any audio into probabilities.
 
-A hand-feature model was trained on one crop per clip (`offset` s in, `duration` s long,
-as the checkpoint's feature settings say), so the first window is exactly that crop, and a
-clip of the training corpus's length gets the prediction evaluation gives it. A longer
-recording adds a window every `hop` s (default: one window length) while a whole window
-fits; the overall probabilities are the windows' mean. An utterance-statistics model
-reads the whole recording as one window, on its test-time versions.
+Every model family is served the same way: the checkpoint's input pipeline (the object
+training used, rebuilt from its metadata) cuts the recording into windows and makes the
+network's inputs, and the model answers per window. The first window is the crop
+training used for a clip, so a clip of the training corpus gets the prediction
+evaluation gives it; a longer recording adds a window every `hop` s (default: one window
+length) while a whole window fits, and the overall probabilities are the windows' mean.
+Whole-clip models (utterance statistics) read the whole recording as one window.
+Windows are featurised and scored `WINDOW_BATCH` at a time, so memory does not grow with
+the recording's length beyond its decoded samples.
 
 A speaker-normalised model wants the speaker's enrolment clips (`--enrol`, audio only);
 without them it falls back to its training statistics, as its report's "no_enrolment"
@@ -27,14 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from ser.data.audio import AudioConfig, AudioError, resample
-from ser.features.augment import AugmentConfig, make_versions
-from ser.features.hand import HandFeatureConfig, feature_dim, hand_features
-from ser.features.speaker_norm import Moments, moments
-from ser.features.utterance import UtteranceStatsConfig, utterance_vector
+from ser.data.audio import AudioError
+from ser.features.pipelines import InputPipeline, pipeline_from_meta
 from ser.serving.decode import Decoded, InputError, check_not_silent, decode_audio
+from ser.training.schema import CheckpointError, CheckpointMeta
 
-Classify = Callable[[np.ndarray], np.ndarray]  # (W, D) raw features -> (W, C) probabilities
+# network inputs (windows, versions, ...) -> (windows, classes) probabilities
+Classify = Callable[[dict[str, np.ndarray]], np.ndarray]
+WINDOW_BATCH = 16  # windows featurised and scored together
 
 
 @dataclass(frozen=True)
@@ -60,83 +63,42 @@ class Prediction:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class FeatureSettings:
-    """The checkpoint's audio crop and feature settings (`ser_meta["features"]`)."""
-
-    audio: AudioConfig
-    hand: HandFeatureConfig
-    kind: str = "hand"
-    stats: UtteranceStatsConfig | None = None
-    versions: tuple[str, ...] = ("original",)  # test-time versions of a clip
-    augment: AugmentConfig = field(default_factory=AugmentConfig)  # how versions are made
-    speaker_norm: bool = False
-    fallback: Moments | None = None  # training statistics: no enrolment
-
-    @classmethod
-    def from_meta(cls, meta: dict) -> FeatureSettings:
-        kind = meta.get("feature_type", "hand")
-        features = meta["features"]
-        audio = AudioConfig(**features["audio"])
-        if kind == "utterance_stats":
-            norm = meta.get("speaker_norm") or {}
-            on = norm.get("mode", "none") == "speaker"
-            fallback = (Moments(np.asarray(norm["global_mean"], np.float32),
-                                np.asarray(norm["global_std"], np.float32)) if on else None)
-            return cls(audio, HandFeatureConfig(), kind,
-                       UtteranceStatsConfig(**features["stats"]),
-                       tuple(meta.get("test_versions") or ("original",)),
-                       AugmentConfig(**features["augment"]), on, fallback)
-        if kind != "hand":
-            raise ValueError(f"serving supports hand-feature and utterance-statistics models, "
-                             f"not {kind!r}")
-        if audio.duration is None:
-            raise ValueError("the model's audio settings have no fixed duration (window length)")
-        return cls(audio, HandFeatureConfig(**features["hand"]))
-
-    @property
-    def n_samples(self) -> int:
-        return round(self.audio.duration * self.audio.sample_rate)
-
-    @property
-    def dim(self) -> int:
-        return feature_dim(self.hand, self.audio.sample_rate, self.n_samples)
-
-    def stats_rows(self, wave: np.ndarray) -> np.ndarray:
-        """(versions, D) utterance statistics of a waveform at the model's rate."""
-        sr = self.audio.sample_rate
-        # versions made as in training (speed versions exactly; random ones such as noise
-        # draw from the augment seed, as there is no file digest to seed them with here)
-        rng = np.random.default_rng(self.augment.seed)
-        waves = make_versions(wave, sr, self.versions, self.augment, rng)
-        return np.stack([utterance_vector(waves[v], sr, self.stats) for v in self.versions])
-
-
 @dataclass
 class Predictor:
-    """Features by the model's own settings, then the model; thread-safe for inference."""
+    """The model's input pipeline, then the model; thread-safe for inference."""
 
     classify: Classify
     class_names: list[str]
-    settings: FeatureSettings
+    pipeline: InputPipeline
     info: dict[str, Any] = field(default_factory=dict)  # what the page shows as "the model"
     hop: float | None = None  # seconds between windows; None: one window length
-    enrolment: list[Moments] | None = None  # per test-time version, from `enrol`
+    enrolment: Any = None  # the speaker's statistics, from `enrol`
+
+    def __post_init__(self) -> None:
+        if self.hop is not None and not self.hop > 0:
+            raise ValueError(f"hop must be a positive number of seconds, got {self.hop}")
 
     @classmethod
     def load(cls, path: str | Path, *, hop: float | None = None) -> Predictor:
-        """A `.onnx` file runs on onnxruntime; anything else is read as a ser checkpoint."""
+        """A `.onnx` file runs on onnxruntime; anything else is read as a ser checkpoint.
+
+        CheckpointError (a ValueError naming the file) for anything that is not a usable
+        ser model."""
         path = Path(path)
         if path.suffix == ".onnx":
             from ser.serving.onnx_export import load_onnx
 
             classify, meta = load_onnx(path)
             backend = "onnxruntime"
+            try:
+                pipeline = pipeline_from_meta(meta.pipeline)
+            except ValueError as err:
+                raise CheckpointError(f"{path}: {err}") from None
         else:
-            classify, meta = _load_torch(path)
+            classify, meta, pipeline = _load_torch(path)
             backend = "torch"
-        info = model_info(path, meta, backend)
-        return cls(classify, list(meta["class_names"]), FeatureSettings.from_meta(meta), info, hop)
+        return cls(classify, list(meta.class_names), pipeline, model_info(path, meta, backend),
+                   hop)
 
     @property
     def name(self) -> str:
@@ -145,30 +107,37 @@ class Predictor:
     def enrol(self, sources: Sequence[str | Path]) -> None:
         """Speaker statistics from a speaker's clips (audio only) for a speaker-normalised
         model; its later predictions use them instead of the training statistics."""
-        if not self.settings.speaker_norm:
+        if not self.pipeline.uses_enrolment:
             raise ValueError("this model was not trained with speaker normalisation; "
                              "enrolment clips would not be used")
         if len(sources) < 2:
             raise ValueError(f"enrolment needs at least 2 clips of the speaker, got {len(sources)}")
-        rows = []
+        clips, seen = [], {}
         for source in sources:
             try:
                 decoded = decode_audio(_read_file(source))
             except InputError as err:
                 raise InputError(err.code, f"{source}: {err}") from None
             mono = decoded.samples.mean(axis=1, dtype=np.float32)
-            rows.append(self.settings.stats_rows(self._model_rate(mono, decoded.sample_rate)))
-        stacked = np.stack(rows)  # (clips, versions, D)
-        self.enrolment = [moments(stacked[:, v]) for v in range(stacked.shape[1])]
+            digest = hashlib.sha1(mono.tobytes()).hexdigest()
+            if digest in seen:
+                raise ValueError(f"{source} holds the same audio as {seen[digest]}: enrol "
+                                 "different recordings of the speaker")
+            seen[digest] = source
+            clips.append((mono, decoded.sample_rate))
+        self.enrolment = self.pipeline.enrol(clips)
         self.info["enrolment"] = f"{len(sources)} clips"
 
     def warm_up(self) -> None:
         """Build the mel basis, import the decoders: the first request shouldn't pay ~1 s."""
         import av  # noqa: F401 - webm/mp4 decoding
 
-        sr = self.settings.audio.sample_rate
-        n = round((self.settings.audio.offset + (self.settings.audio.duration or 2.0)) * sr)
-        self.predict_waveform(0.1 * np.sin(np.arange(n, dtype=np.float32) * 0.05), sr)
+        audio = self.pipeline.audio
+        sr = audio.sample_rate
+        n = round((audio.offset + (audio.duration or 2.0)) * sr)
+        t = np.arange(n, dtype=np.float32)
+        self.predict_waveform((0.1 * np.sin(t * 0.05) * (1 + np.sin(t * 3e-4))).astype(
+            np.float32), sr)
 
     # --- audio in -----------------------------------------------------------------
     def predict(
@@ -193,66 +162,37 @@ class Predictor:
     def predict_waveform(
         self, mono: np.ndarray, sample_rate: int, name: str = "<audio>", audio_format: str = ""
     ) -> Prediction:
-        starts, length = self.window_starts(len(mono), sample_rate)
-        check_not_silent(mono[starts[0]:])
-        probs = self.classify(self.features(mono, sample_rate, starts, length))
+        try:
+            spans = self.pipeline.windows(len(mono), sample_rate, self.hop)
+        except AudioError as err:
+            raise InputError(getattr(err, "code", "bad_audio"), str(err)) from None
+        check_not_silent(mono[spans[0][0]:])
+        probs = self.window_probabilities(mono, sample_rate, spans)
         windows = [
-            WindowPrediction(s / sample_rate, min(s + length, len(mono)) / sample_rate,
+            WindowPrediction(s / sample_rate, e / sample_rate,
                              self.class_names[int(p.argmax())], self._named(p))
-            for s, p in zip(starts, probs, strict=True)
+            for (s, e), p in zip(spans, probs, strict=True)
         ]
         overall = probs.mean(axis=0)
         best = int(overall.argmax())
         return Prediction(name, self.class_names[best], float(overall[best]), self._named(overall),
                           windows, len(mono) / sample_rate, self.name, audio_format)
 
-    # --- windows and features ----------------------------------------------------
-    def window_starts(self, n: int, sample_rate: int) -> tuple[list[int], int]:
-        """Window starts and length in samples at the recording's own rate.
-
-        Cropping at the native rate and then resampling mirrors `load_audio`, so the first
-        window's features equal training's for the same file.
-        """
-        audio = self.settings.audio
-        first = int(audio.offset * sample_rate)
-        length = n - first if audio.duration is None else int(audio.duration * sample_rate)
-        if n - first < audio.min_duration * sample_rate:
-            raise InputError(
-                "too_short", f"only {max(n - first, 0) / sample_rate:.2f} s of audio after the "
-                f"model's {audio.offset:g} s offset, need at least {audio.min_duration:g} s")
-        if audio.duration is None:  # whole-clip models: one window
-            return [first], length
-        hop = self.hop if self.hop is not None else audio.duration
-        if hop <= 0:
-            raise ValueError(f"hop must be positive, got {hop}")
-        starts = [first]
-        while int((audio.offset + len(starts) * hop) * sample_rate) + length <= n:
-            starts.append(int((audio.offset + len(starts) * hop) * sample_rate))
-        return starts, length
-
-    def features(
-        self, mono: np.ndarray, sample_rate: int, starts: Sequence[int], length: int
-    ) -> np.ndarray:
-        """(windows, D) raw feature vectors, by the model's settings; an utterance-
-        statistics model gets (1, versions, D), speaker-normalised if it was trained so."""
-        if self.settings.kind == "utterance_stats":
-            rows = self.settings.stats_rows(self._model_rate(mono[starts[0]:], sample_rate))
-            return self._speaker_normalised(rows)[None]
-        target = self.settings.audio.sample_rate
-        waves = [resample(mono[s : s + length], sample_rate, target) for s in starts]
-        if len({len(w) for w in waves}) > 1:  # only a lone first window can be short
-            raise AssertionError("windows of unequal length")
-        return hand_features(np.stack(waves), target, self.settings.hand, self.settings.n_samples)
-
-    def _model_rate(self, mono: np.ndarray, sample_rate: int) -> np.ndarray:
-        return resample(mono, sample_rate, self.settings.audio.sample_rate)
-
-    def _speaker_normalised(self, rows: np.ndarray) -> np.ndarray:
-        if not self.settings.speaker_norm:
-            return rows
-        if self.enrolment is None:
-            return self.settings.fallback.apply(rows)
-        return np.stack([m.apply(r) for m, r in zip(self.enrolment, rows, strict=True)])
+    def window_probabilities(self, mono: np.ndarray, sample_rate: int,
+                             spans: Sequence[tuple[int, int]]) -> np.ndarray:
+        """(windows, classes), `WINDOW_BATCH` windows at a time; non-finite is an error."""
+        parts = []
+        for i in range(0, len(spans), WINDOW_BATCH):
+            inputs = self.pipeline.serve_inputs(mono, sample_rate, spans[i:i + WINDOW_BATCH],
+                                                self.enrolment)
+            if not all(np.isfinite(x).all() for x in inputs.values()):
+                raise InputError("bad_audio", "the audio gives non-finite features "
+                                 "(extreme sample values?)")
+            parts.append(self.classify(inputs))
+        probs = np.concatenate(parts)
+        if not np.isfinite(probs).all():
+            raise InputError("bad_audio", "the model's output is not finite for this audio")
+        return probs
 
     def _named(self, probs: np.ndarray) -> dict[str, float]:
         return {c: round(float(p), 6) for c, p in zip(self.class_names, probs, strict=True)}
@@ -265,47 +205,49 @@ def _read_file(source: str | Path) -> bytes:
         raise InputError("unreadable", f"{source}: cannot read file ({err})") from None
 
 
-def _load_torch(path: Path) -> tuple[Classify, dict]:
+def _load_torch(path: Path) -> tuple[Classify, CheckpointMeta, InputPipeline]:
     import torch
 
+    from ser.serving.onnx_export import Probabilities
     from ser.training.checkpoint import load_classifier
 
     model = load_classifier(path)
-    meta = {**model.ser_meta, "class_names": model.class_names}
+    wrapper = Probabilities(model).eval()
 
-    def classify(features: np.ndarray) -> np.ndarray:
+    def classify(inputs: dict[str, np.ndarray]) -> np.ndarray:
         with torch.inference_mode():
-            logits = model(torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)))
-            return logits.float().softmax(dim=-1).numpy()
+            tensors = [torch.from_numpy(np.ascontiguousarray(x)) for x in inputs.values()]
+            return wrapper(*tensors).float().numpy()
 
-    return classify, meta
+    return classify, model.checkpoint_meta(), model.pipeline
 
 
-def model_info(path: Path, meta: dict, backend: str) -> dict[str, Any]:
-    """Which model answers: network, file, content hash, training data and protocol."""
+def model_info(path: Path, meta: CheckpointMeta, backend: str) -> dict[str, Any]:
+    """Which model answers: family, file, content hash, training data and protocol."""
     with open(path, "rb") as f:
         sha1 = hashlib.file_digest(f, "sha1").hexdigest()
-    net = str(meta.get("net", {}).get("_target_", "?")).rsplit(".", 1)[-1]
-    split = meta.get("split") or {}
+    training = meta.training
+    split = training.get("split") or {}
     protocol = str(split.get("protocol", "?")).replace("_", "-")
     if split.get("fold") is not None:
         protocol += f" fold {split['fold']}"
     if split.get("leaky"):
         protocol += " (LEAKY)"
-    corpora = "+".join(meta.get("corpora") or ["?"])
-    audio = meta["features"]["audio"]
+    corpora = "+".join(training.get("corpora") or ["?"])
+    audio = meta.pipeline.get("features", {}).get("audio", {})
     return {
-        "network": net,
+        "network": meta.family,
+        "input": meta.pipeline.get("kind"),
         "file": path.name,
         "sha1": sha1,
         "backend": backend,
         "trained_on": corpora,
         "protocol": protocol,
-        "class_names": list(meta["class_names"]),
-        "window_s": audio["duration"],
-        "offset_s": audio["offset"],
-        "sample_rate": audio["sample_rate"],
-        "description": f"{net} {path.name} (sha1 {sha1[:10]}, {backend}), "
+        "class_names": list(meta.class_names),
+        "window_s": audio.get("duration"),
+        "offset_s": audio.get("offset"),
+        "sample_rate": audio.get("sample_rate"),
+        "description": f"{meta.family} {path.name} (sha1 {sha1[:10]}, {backend}), "
                        f"trained on {corpora}, {protocol}",
     }
 
@@ -334,12 +276,23 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("files", nargs="+", type=Path, help="audio files (wav, flac, ogg, "
                         "opus, webm, mp3, m4a, ...), any rate, any channel count")
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
-    parser.add_argument("--hop", type=float, default=None,
-                        help="seconds between windows of long recordings (default: window length)")
+    parser.add_argument("--hop", type=_positive_seconds, default=None,
+                        help="seconds between windows of long recordings (default: window "
+                        "length); windows are scored in batches, so any length fits in memory")
     parser.add_argument("--enrol", nargs="+", type=Path, default=None, metavar="CLIP",
                         help="clips of the same speaker, for a speaker-normalised model "
                         "(without them it uses its training statistics)")
     return parser
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or not np.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -347,8 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         predictor = Predictor.load(args.model, hop=args.hop)
-    except (OSError, ValueError, KeyError) as err:
-        print(f"ser-predict: cannot load model {args.model}: {err}", file=sys.stderr)
+    except (OSError, ValueError) as err:  # CheckpointError is a ValueError naming the file
+        print(f"ser-predict: cannot load model: {err}", file=sys.stderr)
         return 2
     if args.enrol:
         try:

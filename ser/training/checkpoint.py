@@ -1,40 +1,82 @@
-"""Loading self-contained checkpoints: network config, weights, statistics, labels."""
+"""Loading ser checkpoints safely: metadata, network, input pipeline, weights.
+
+Checkpoints are read with `torch.load(weights_only=True)`: tensors and plain data only,
+so a crafted file cannot run code while it is read. The network is rebuilt from the
+model-family table (ser.models.FAMILIES), never from a class path stored in the file.
+Every way a file can be wrong ends in `CheckpointError`, whose message names the file.
+"""
 
 from __future__ import annotations
 
+import pickle
+import zipfile
 from pathlib import Path
+from typing import Any
 
-import hydra
-import lightning as L
 import torch
 
-from ser.training.module import EmotionClassifier
+from ser.features.pipelines import pipeline_from_meta
+from ser.models import net_from_meta
+from ser.training.module import SERClassifier
+from ser.training.schema import CheckpointError, CheckpointMeta
 
 
-def load_classifier(ckpt_path: str | Path, map_location: str = "cpu") -> L.LightningModule:
-    """Rebuild a trained classifier from its checkpoint alone (no config files needed).
-
-    `ser_meta["model_type"]` picks the module: "waveform" for the backbone models
-    (WaveformClassifier), absent or "features" for the hand-feature EmotionClassifier.
-    """
-    path = Path(ckpt_path)
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's dict, read as tensors and plain data only."""
+    path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    meta = ckpt.get("ser_meta")
-    if not meta or "net" not in meta:
-        raise ValueError(f"{path}: not a ser checkpoint (no 'ser_meta' with a network config)")
-    model_type = meta.get("model_type", "features")
-    if model_type == "waveform":
-        from ser.training.transformer_module import load_waveform_classifier
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else "unpickling failed"
+        raise CheckpointError(f"{path}: refused: it holds more than tensors and plain data "
+                              f"({first[:200]}); ser loads checkpoints with "
+                              f"weights_only=True") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile,
+            UnicodeDecodeError, AttributeError, TypeError, IndexError, KeyError) as err:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({_short(err)})") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path}: not a ser checkpoint (no ser metadata)")
+    return ckpt
 
-        return load_waveform_classifier(path, meta, map_location)
-    if model_type != "features":
-        raise ValueError(f"{path}: unknown model_type {model_type!r}")
-    net = hydra.utils.instantiate(meta["net"])
-    # our own checkpoints carry config objects (partials, ListConfigs) beside the tensors
-    model = EmotionClassifier.load_from_checkpoint(
-        path, map_location=map_location, net=net, weights_only=False
-    )
-    model.eval()
-    return model
+
+def read_meta(path: str | Path, ckpt: dict[str, Any] | None = None) -> CheckpointMeta:
+    ckpt = read_checkpoint(path) if ckpt is None else ckpt
+    try:
+        return CheckpointMeta.from_dict(ckpt.get("ser_meta"))
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+
+
+def load_classifier(path: str | Path) -> SERClassifier:
+    """Rebuild a trained classifier, with its input pipeline, from its checkpoint alone."""
+    ckpt = read_checkpoint(path)
+    meta = read_meta(path, ckpt)
+    return classifier_from_meta(path, meta, ckpt.get("state_dict"))
+
+
+def classifier_from_meta(path: str | Path, meta: CheckpointMeta,
+                         state_dict: dict[str, torch.Tensor] | None) -> SERClassifier:
+    """The model a checkpoint's metadata describes, with `state_dict`'s weights."""
+    try:
+        pipeline = pipeline_from_meta(meta.pipeline)
+        net = net_from_meta(meta.family, meta.net)
+    except (ValueError, KeyError, TypeError, OSError) as err:
+        raise CheckpointError(f"{path}: its metadata does not describe a usable model "
+                              f"({_short(err)})") from None
+    model = SERClassifier(net, meta.class_names)
+    model.attach(meta.family, pipeline, meta.training)
+    if not isinstance(state_dict, dict):
+        raise CheckpointError(f"{path}: no weights (state_dict) in the checkpoint")
+    try:
+        model.load_state_dict(state_dict)
+    except (RuntimeError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{path}: the weights do not fit the network its metadata "
+                              f"describes ({_short(err)})") from None
+    return model.eval()
+
+
+def _short(err: Exception) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= 300 else text[:297] + "..."

@@ -15,6 +15,7 @@ train(cfg) already does this for every fine-tuned run (`<run>/hf_model`).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ser.training.checkpoint import load_classifier
@@ -22,20 +23,25 @@ from ser.training.checkpoint import load_classifier
 
 def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path) -> Path:
     model = load_classifier(ckpt_path)
-    path = model.export_pretrained(out_dir) if hasattr(model, "export_pretrained") else None
+    path = model.export_pretrained(out_dir)
     if path is None:
         raise ValueError(f"{ckpt_path}: only fine-tuned backbone models (model=hubert) export "
                          "to transformers' format")
     return path
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("out_dir", type=Path)
     args = parser.parse_args(argv)
-    print(export_checkpoint(args.checkpoint, args.out_dir))
+    try:
+        print(export_checkpoint(args.checkpoint, args.out_dir))
+    except ValueError as err:  # CheckpointError names the file
+        print(f"ser-export-hf: {err}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

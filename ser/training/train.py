@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 from pathlib import Path
@@ -14,8 +13,10 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from ser.evaluation.evaluate import score_extra_test_sets
-from ser.evaluation.report import write_report
+from ser.training.config_check import check_config
+from ser.training.datamodule import SERDataModule
+from ser.training.evaluate import test_and_report
+from ser.training.module import SERClassifier
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +30,14 @@ def _instantiate_list(cfg: DictConfig | None) -> list[Any]:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit on the training split, select on validation, report on test; return metrics."""
+    check_config(cfg)
     if cfg.get("seed") is not None:
-        L.seed_everything(cfg.seed, workers=True)
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_num_threads(cfg.get("num_threads") or torch.get_num_threads())
-    datamodule = _build_datamodule(cfg)
+    datamodule: SERDataModule = hydra.utils.instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    model = _build_model(cfg, datamodule)
+    model = build_model(cfg, datamodule)
 
     loggers = _instantiate_list(cfg.get("logger"))
     callbacks = _instantiate_list(cfg.get("callbacks"))
@@ -43,7 +45,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                       precision=resolve_precision(cfg.trainer.get("precision")))
-    trainer.fit(model, datamodule=datamodule)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path") or None,
+                weights_only=True)
     if not _leave_distributed(trainer):
         return {}  # DDP ranks other than 0: rank 0 tests and reports
 
@@ -53,17 +56,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics.update(_best_val(trainer))
     out_dir = Path(cfg.paths.output_dir)
     if cfg.get("test", True):
-        tester = trainer if trainer.world_size == 1 else _single_device_trainer(cfg)
-        tester.test(model, datamodule=datamodule, ckpt_path=ckpt_path or None, verbose=False,
-                    weights_only=False)  # our own checkpoint, written just above
-        test, outputs = model.last_metrics["test"], model.last_test_outputs
-        protocol = datamodule.metadata()["split"]
-        # further test sets re-run `test`, so the main test's results are taken first
-        extra = score_extra_test_sets(tester, model, datamodule, ckpt_path, protocol)
-        info = model.report_info() if hasattr(model, "report_info") else {}
-        write_report(out_dir, test, datamodule.test_rows(), outputs, protocol=protocol,
-                     checkpoint=ckpt_path, extra={**extra, **info})
-        for name, result in {"test": test, **extra}.items():
+        results = test_and_report(_test_trainer(cfg, loggers), model, datamodule, out_dir,
+                                  ckpt_path,
+                                  checkpoint_label=ckpt_path)
+        for name, result in results.items():
             metrics.update({f"{name}/{k}": result[k] for k in ("wa", "ua", "macro_f1")})
         _export(cfg, model, out_dir)
     Path(cfg.paths.output_dir, "train_metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -71,40 +67,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-def _build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
-    """The data config; a model with its own `datamodule` node swaps in that pipeline.
-
-    `data=` says which corpora, split, fold and batch size; `model.datamodule` says how
-    the model's input is made (e.g. waveforms instead of hand features), so
-    `model=hubert data=ravdess` gets the waveform pipeline on its own.
-    """
-    pipeline = cfg.model.get("datamodule")
-    if pipeline is None:
-        return hydra.utils.instantiate(cfg.data)
-    return hydra.utils.instantiate(cfg.data, **OmegaConf.to_container(pipeline, resolve=True))
-
-
-def _build_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> L.LightningModule:
-    class_names = list(datamodule.class_names)
+def build_model(cfg: DictConfig, datamodule: SERDataModule) -> SERClassifier:
+    """The family's network, sized by the input pipeline, in the LightningModule."""
+    names = list(datamodule.class_names)
     net_cfg = OmegaConf.to_container(cfg.model.net, resolve=True)
-    if cfg.model.get("datamodule") is not None:  # waveform models: the net builds from labels
-        # called directly, not through instantiate, so errors (an unreachable backbone)
-        # reach the user as they were raised
-        net = hydra.utils.get_method(net_cfg.pop("_target_"))(class_names=class_names, **net_cfg)
-        model = hydra.utils.instantiate(cfg.model.module, net=net, class_names=class_names)
-        model.attach_training_stats(datamodule.class_weights, datamodule.metadata())
-        return model
-    net_cfg["n_classes"] = datamodule.n_classes
-    if "n_features" in inspect.signature(hydra.utils.get_class(net_cfg["_target_"])).parameters:
-        net_cfg["n_features"] = datamodule.n_features  # nets on whole vectors size from data
-    net = hydra.utils.instantiate(net_cfg)
-    model = hydra.utils.instantiate(
-        cfg.model.module, net=net, class_names=class_names, n_features=datamodule.n_features,
-    )
-    model.attach_training_stats(
-        datamodule.mean, datamodule.std, datamodule.class_weights,
-        {**datamodule.metadata(), "net": net_cfg},
-    )
+    # called directly, not through instantiate, so errors (an unreachable backbone)
+    # reach the user as they were raised
+    build = hydra.utils.get_object(net_cfg.pop("_target_"))
+    net = build(**net_cfg, **datamodule.pipeline.net_kwargs(names))
+    model = hydra.utils.instantiate(cfg.model.module, net=net, class_names=names)
+    model.attach(cfg.model.family, datamodule.pipeline, datamodule.metadata(),
+                 datamodule.class_weights)
     return model
 
 
@@ -134,11 +107,15 @@ def resolve_precision(precision: str | int | None) -> str | int | None:
     return "bf16-mixed" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "32-true"
 
 
-def _single_device_trainer(cfg: DictConfig) -> L.Trainer:
+def _test_trainer(cfg: DictConfig, loggers: list) -> L.Trainer:
+    """One device, one process, float32: every test clip is scored once, in the precision
+    the model is served in, so the report's probabilities are the served model's."""
     t = cfg.trainer
-    return L.Trainer(accelerator=t.get("accelerator", "auto"), devices=1,
-                     precision=resolve_precision(t.get("precision")), logger=False,
+    return L.Trainer(accelerator=t.get("accelerator", "auto"), devices=1, precision="32-true",
+                     logger=loggers or False, enable_model_summary=False,
                      enable_progress_bar=t.get("enable_progress_bar", True),
+                     limit_test_batches=1 if t.get("fast_dev_run") else
+                     t.get("limit_test_batches", 1.0),
                      default_root_dir=t.get("default_root_dir"))
 
 

@@ -1,0 +1,103 @@
+"""Testing a model and writing its report: after training, and for `evaluate.py`.
+
+`evaluate(cfg)` scores a checkpoint on the test speakers of its fold (or of another data
+config); `test_and_report` is the one path both it and `train(cfg)` take from a tested
+model to metrics.json, confusion.png and predictions.csv.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from ser.evaluation.report import fallback_label, write_report
+from ser.training.checkpoint import load_classifier
+from ser.training.datamodule import SERDataModule
+from ser.training.module import SERClassifier
+
+log = logging.getLogger(__name__)
+
+# keys of a run's split metadata that configure a split (the rest describe it)
+SPLIT_KEYS = ("protocol", "n_val_speakers", "seed", "test_fraction", "rows_leak",
+              "test_corpus", "test_corpora", "val_fraction")
+
+
+def datamodule_for(model: SERClassifier, data_cfg: DictConfig | None,
+                   paths: DictConfig) -> SERDataModule:
+    """The checkpoint's own corpora/split/fold unless a data config overrides them.
+
+    The input pipeline and the classes always come from the checkpoint: the model only
+    understands those. With another data config (a cross-corpus test: `data=cross_corpus`),
+    clips whose label the model lacks are left out, so the metrics cover the labels both
+    share.
+    """
+    info = model.training_info
+    from_ckpt = {"pipeline": model.pipeline, "class_names": model.class_names,
+                 "labels": info.get("labels")}
+    if data_cfg is None:
+        split = {k: v for k, v in info["split"].items() if k in SPLIT_KEYS}
+        return SERDataModule(data_dir=paths.data_dir, cache_dir=paths.cache_dir,
+                             corpora=info["corpora"], split=split,
+                             fold=info["split"].get("fold") or 1, **from_ckpt)
+    return hydra.utils.instantiate(data_cfg, features=None, augment=None, speaker_norm=None,
+                                   **from_ckpt)
+
+
+def test_and_report(trainer: L.Trainer, model: SERClassifier, datamodule: SERDataModule,
+                    out_dir: Path, ckpt_path: str | None = None,
+                    checkpoint_label: str = "") -> dict[str, dict]:
+    """Test (and each extra test set), write the report; {set name: metrics}."""
+    protocol = datamodule.metadata()["split"]
+    main = _test(trainer, model, datamodule.test_dataloader(), ckpt_path)
+    results = {"test": main}
+    extra = {}
+    for name, loader in datamodule.extra_test_sets().items():
+        scored = _test(trainer, model, loader, ckpt_path)
+        results[name] = scored
+        extra[name] = {**scored["metrics"], "protocol": fallback_label(protocol)}
+    rows = datamodule.test_rows()
+    scored_rows = [rows[i] for i in main["index"]]
+    info = {"data": datamodule.metadata(), **model.report_info(), **extra}
+    if len(scored_rows) < len(rows):
+        info["partial"] = (f"PARTIAL test: {len(scored_rows)} of {len(rows)} test items "
+                           f"scored (limit_test_batches or fast_dev_run)")
+        log.warning("%s", info["partial"])
+    write_report(out_dir, main["metrics"], scored_rows, main["probs"], protocol=protocol,
+                 checkpoint=checkpoint_label, extra=info)
+    return {name: r["metrics"] for name, r in results.items()}
+
+
+def _test(trainer: L.Trainer, model: SERClassifier, loader: Any,
+          ckpt_path: str | None) -> dict[str, Any]:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*weights_only.*")
+        trainer.test(model, dataloaders=loader, ckpt_path=ckpt_path or None, verbose=False,
+                     weights_only=True)
+    return {"metrics": model.last_metrics["test"], "index": model.last_test_index,
+            "probs": model.last_test_outputs}
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    model = load_classifier(cfg.ckpt_path)
+    data_cfg = cfg.get("data")
+    datamodule = datamodule_for(model, data_cfg, cfg.paths)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    out_dir = Path(cfg.paths.output_dir)
+    results = test_and_report(trainer, model, datamodule, out_dir,
+                              checkpoint_label=str(cfg.ckpt_path))
+    log.info("%s", json.dumps({k: results["test"][k] for k in ("wa", "ua", "macro_f1")}))
+    log.info("report written to %s", out_dir)
+    if data_cfg is not None:
+        (out_dir / "data_config.yaml").write_text(OmegaConf.to_yaml(data_cfg))
+    return results["test"]
+
