@@ -1,30 +1,27 @@
 """Featurise clips: load, augment, hand features; cached on disk, computed in worker processes.
 
 Cache layout: `cache_dir/<version>-<hash of the spec fields that version depends on>/
-<sha1 of the file's bytes>.npy`, one float32 vector per (clip, version). The key holds
-everything the values depend on, so a changed config or a changed file is a miss, and
-the original's key ignores the augmentation parameters. Random draws are seeded by
-(augment seed, file content, version), so an entry never depends on what else was
-featurised with it.
+<sha1 of the file's bytes>.npy` (one `ser.data.cache.ArrayCache` per version), one
+float32 vector per (clip, version). The key holds everything the values depend on, so a
+changed config or a changed file is a miss, and the original's key ignores the
+augmentation parameters. Random draws are seeded by (augment seed, file content,
+version), so an entry never depends on what else was featurised with it.
 """
 
 from __future__ import annotations
 
 import ctypes
 import hashlib
-import io
-import json
 import logging
 import multiprocessing as mp
 import numbers
 import os
 import time
 import traceback
-import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import closing, suppress
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,6 +29,7 @@ import numpy as np
 import torch
 
 from ser.data.audio import AudioConfig, AudioError, load_audio
+from ser.data.cache import ArrayCache, cache_dir_name
 from ser.data.clip import Clip
 from ser.features.augment import (
     VERSIONS,
@@ -205,9 +203,10 @@ def _read_cache(
         return {}
     found = {}
     for version in versions:
-        present = cache.digests(version)  # one listing, not a failed open per miss
+        store = cache.of(version)
+        present = store.keys()  # one listing, not a failed open per miss
         for digest in dict.fromkeys(digests):
-            vector = cache.load(version, digest) if digest in present else None
+            vector = store.load(digest) if digest in present else None
             if vector is not None:
                 found[digest, version] = vector
     return found
@@ -392,54 +391,24 @@ def _progress_bar(total: int, enabled: bool):
 
 
 class _Cache:
-    """`.npy` files under a key directory per version; writes are atomic."""
+    """One `ArrayCache` per version: a version's vectors depend on its own spec fields."""
 
     def __init__(self, root: Path, spec: FeatureSpec) -> None:
         self.root = root
         self.spec = spec
-        self.dim = spec.dim
-        self.dirs: dict[str, Path] = {}
+        self.caches: dict[str, ArrayCache] = {}
 
-    def folder(self, version: str) -> Path:
-        if version not in self.dirs:
-            self.dirs[version] = self.root / cache_key(self.spec, version)
-        return self.dirs[version]
-
-    def path(self, version: str, digest: str) -> Path:
-        return self.folder(version) / f"{digest}.npy"
-
-    def digests(self, version: str) -> set[str]:
-        """Contents with a cached vector of this version."""
-        try:
-            names = os.listdir(self.folder(version))
-        except OSError:
-            return set()
-        return {name[:-4] for name in names if name.endswith(".npy")}
-
-    def load(self, version: str, digest: str) -> np.ndarray | None:
-        """The cached vector, or None for a miss (absent or unreadable file)."""
-        try:
-            vector = np.load(self.path(version, digest))
-        except (OSError, ValueError):
-            return None
-        if vector.shape != (self.dim,) or vector.dtype != np.float32:
-            return None
-        return vector
+    def of(self, version: str) -> ArrayCache:
+        if version not in self.caches:
+            self.caches[version] = ArrayCache(
+                self.root, version, _key_fields(self.spec, version),
+                dtype=np.float32, shape=(self.spec.dim,),
+            )
+        return self.caches[version]
 
     def save_all(self, digest: str, vectors: dict[str, np.ndarray]) -> None:
-        try:
-            for version, vector in vectors.items():
-                self._ensure_dir(version)
-                _save_atomic(self.path(version, digest), vector)
-        except OSError as err:
-            log.warning("feature cache %s not written: %s", self.root, err)
-
-    def _ensure_dir(self, version: str) -> None:
-        folder = self.folder(version)
-        if not folder.is_dir():
-            folder.mkdir(parents=True, exist_ok=True)
-            info = json.dumps(_key_fields(self.spec, version), indent=2, sort_keys=True)
-            _write_atomic(folder / "spec.json", info.encode())
+        for version, vector in vectors.items():
+            self.of(version).save(digest, vector)
 
 
 def _key_fields(spec: FeatureSpec, version: str) -> dict:
@@ -472,24 +441,5 @@ def _canonical(value):
 
 def cache_key(spec: FeatureSpec, version: str) -> str:
     """Directory name for one version's vectors under a spec."""
-    blob = json.dumps(_key_fields(spec, version), sort_keys=True).encode()
-    return f"{version}-{hashlib.sha1(blob).hexdigest()[:16]}"
+    return cache_dir_name(version, _key_fields(spec, version))
 
-
-def _save_atomic(path: Path, vector: np.ndarray) -> None:
-    buffer = io.BytesIO()
-    np.save(buffer, vector)
-    _write_atomic(path, buffer.getvalue())
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Readers see the old file or the whole new one, never a partial write."""
-    tmp = f"{path}.{uuid.uuid4().hex}.tmp"  # unique per writer; not a `.npy` name
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
