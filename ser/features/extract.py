@@ -16,6 +16,8 @@ import logging
 import multiprocessing as mp
 import numbers
 import os
+import signal
+import threading
 import time
 import traceback
 from collections.abc import Iterator, Sequence
@@ -284,7 +286,9 @@ def _run_pool(chunks: list[list[_Job]], spec: FeatureSpec, n_jobs: int, bar) -> 
     mel_bands(spec.audio.sample_rate, spec.hand.n_fft, spec.hand.n_mels)  # forked workers inherit
     methods = mp.get_all_start_methods()
     context = mp.get_context("fork" if "fork" in methods else "spawn")  # fork: no re-imports
-    with ProcessPoolExecutor(n_jobs, mp_context=context, initializer=_init_worker) as pool:
+    with ProcessPoolExecutor(
+        n_jobs, mp_context=context, initializer=_init_worker, initargs=(os.getpid(),)
+    ) as pool:
         futures = {pool.submit(_compute_chunk, chunk, spec): chunk for chunk in chunks}
         try:
             for future in as_completed(futures):
@@ -299,8 +303,9 @@ def _run_pool(chunks: list[list[_Job]], spec: FeatureSpec, n_jobs: int, bar) -> 
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _init_worker() -> None:
-    """One thread per worker: the parallelism is across processes."""
+def _init_worker(parent_pid: int) -> None:
+    """One thread per worker (the parallelism is across processes); die with the parent."""
+    _die_with_parent(parent_pid)
     torch.set_num_threads(1)
     try:
         from threadpoolctl import threadpool_limits
@@ -309,6 +314,44 @@ def _init_worker() -> None:
     except ImportError:  # pragma: no cover - librosa brings it in
         pass
     _keep_freed_memory()
+
+
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+PARENT_POLL_S = 0.5
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Exit when `parent_pid` dies, even by SIGKILL.
+
+    A killed parent cannot shut its pool down, and forked workers hold the task pipe's
+    write end themselves, so they would wait for work forever. Linux kills them at once
+    (PR_SET_PDEATHSIG); elsewhere, and as a backstop, a thread notices the reparenting.
+    `parent_pid` is passed in, not read here: the parent may die before this runs.
+    """
+    _set_pdeathsig()
+    if os.getppid() != parent_pid:  # died before the signal was armed
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True,
+                     name="ser-parent-watch").start()
+
+
+def _set_pdeathsig() -> bool:
+    """SIGKILL this process when its parent dies (Linux only); True if armed.
+
+    The kernel ties it to the forking thread: `_run_pool` forks from featurise's thread,
+    which outlives the pool.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    except (OSError, AttributeError, TypeError):  # not Linux
+        return False
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)  # no cleanup: the parent that would collect results is gone
 
 
 def _keep_freed_memory() -> None:
