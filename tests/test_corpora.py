@@ -27,7 +27,7 @@ from ser.data.splits import (
 )
 from ser.data.tess import InvalidTessNameError, parse_tess_name, scan_tess
 from ser.evaluation.report import protocol_label
-from tests.test_corpora_helpers import (
+from tests.conftest import (
     make_all_corpora,
     make_crema_d_tree,
     make_savee_tree,
