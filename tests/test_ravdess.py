@@ -1,3 +1,4 @@
+import logging
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from ser.data.ravdess import (
     parse_ravdess_name,
     scan_ravdess,
 )
+from ser.data.scan import audio_files
 from tests.conftest import make_ravdess_tree
 
 
@@ -62,6 +64,29 @@ def test_scan_rejects_a_stray_badly_named_file(tmp_path):
     (root / "Actor_01" / "copy of 03-01-01-01-01-01-01.wav").write_bytes(b"x")
     with pytest.raises(InvalidFilenameError, match="copy of"):
         scan_ravdess(root)
+
+
+def test_hidden_files_and_folders_are_ignored(tmp_path, caplog):
+    root = tmp_path / ".cache" / "ravdess"  # a hidden root itself is fine
+    make_ravdess_tree(root, actors=[1, 2], emotions=[1, 5])
+    apple = root / "Actor_01" / "._03-01-01-01-01-01-01.wav"  # macOS AppleDouble
+    apple.write_bytes(b"\x00\x05\x16\x07 resource fork")
+    (root / ".DS_Store").write_bytes(b"junk")
+    trashed = root / ".Trash" / "Actor_03" / "03-01-05-01-01-01-03.wav"  # a well-named clip
+    trashed.parent.mkdir(parents=True)
+    trashed.write_bytes(b"RIFF")
+    caplog.set_level(logging.INFO, logger="ser.data.scan")
+    assert audio_files(root, "RAVDESS") == sorted(root.glob("Actor_0[12]/03-*.wav"))
+    clips = scan_ravdess(root)
+    assert len(clips) == 4 and {c.speaker for c in clips} == {"ravdess:01", "ravdess:02"}
+    assert "ignored 3 hidden" in caplog.text
+
+
+def test_only_hidden_audio_is_no_audio(tmp_path):
+    (tmp_path / "Actor_01").mkdir()
+    (tmp_path / "Actor_01" / "._03-01-01-01-01-01-01.wav").write_bytes(b"x")
+    with pytest.raises(FileNotFoundError, match="no .wav or .flac"):
+        audio_files(tmp_path, "RAVDESS")
 
 
 def test_scan_missing_root(tmp_path):

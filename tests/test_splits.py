@@ -1,4 +1,5 @@
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -46,7 +47,7 @@ def test_guard_catches_a_test_speaker_in_training(generated_data_dir):
 
 
 def test_guard_catches_the_same_clip_on_both_sides():
-    a = Clip(path=__import__("pathlib").Path("x/03-01-01-01-01-01-01.wav"), corpus="ravdess",
+    a = Clip(path=Path("x/03-01-01-01-01-01-01.wav"), corpus="ravdess",
              speaker="ravdess:01", gender="male", emotion="neutral")
     with pytest.raises(SplitLeakError, match="augmented copies"):
         check_rows_no_leak([a.clip_id, "ravdess:other"], [a.clip_id])

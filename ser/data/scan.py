@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -15,14 +16,25 @@ AUDIO_SUFFIXES = (".wav", ".flac")
 
 
 def audio_files(root: str | Path, corpus: str) -> list[Path]:
-    """Every .wav/.flac file below `root`, sorted; a missing or empty root raises."""
+    """Every .wav/.flac file below `root`, sorted; a missing or empty root raises.
+
+    Hidden files and folders (a leading '.') are skipped: macOS leaves `._<name>.wav`
+    AppleDouble files beside each clip on a copy, and they would fail name parsing.
+    """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{corpus} folder not found: {root}")
-    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+    paths, hidden = [], 0
+    for folder, dirs, files in os.walk(root):
+        hidden += sum(name.startswith(".") for name in dirs + files)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]  # never descend into them
+        paths += [Path(folder, name) for name in files
+                  if not name.startswith(".") and Path(name).suffix.lower() in AUDIO_SUFFIXES]
+    if hidden:
+        log.info("%s: ignored %d hidden files/folders below %s", corpus, hidden, root)
     if not paths:
         raise FileNotFoundError(f"{root}: no .wav or .flac files found for {corpus}")
-    return paths
+    return sorted(paths)
 
 
 def speaker_emotion_table(clips: list[Clip]) -> str:

@@ -2,7 +2,11 @@
 
 Names are fixed: `wa` (accuracy), `ua` (mean per-class recall), `macro_f1`.
 Classes absent from the targets are left out of the macro averages (cross-corpus
-tests cover a subset of the labels).
+tests cover a subset of the labels); predicting such a class still costs the true
+class's recall. So `ua` is scikit-learn's `balanced_accuracy_score` exactly, and
+`macro_f1` is `f1_score(average="macro", labels=<classes in the targets>)`, which is
+sklearn's default `average="macro"` whenever every class occurs in the targets (its
+default would add a 0 for each predicted-but-absent class). tests/test_metrics.py checks both.
 """
 
 from __future__ import annotations

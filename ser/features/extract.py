@@ -1,30 +1,29 @@
 """Featurise clips: load, augment, hand features; cached on disk, computed in worker processes.
 
 Cache layout: `cache_dir/<version>-<hash of the spec fields that version depends on>/
-<sha1 of the file's bytes>.npy`, one float32 vector per (clip, version). The key holds
-everything the values depend on, so a changed config or a changed file is a miss, and
-the original's key ignores the augmentation parameters. Random draws are seeded by
-(augment seed, file content, version), so an entry never depends on what else was
-featurised with it.
+<sha1 of the file's bytes>.npy` (one `ser.data.cache.ArrayCache` per version), one
+float32 vector per (clip, version). The key holds everything the values depend on, so a
+changed config or a changed file is a miss, and the original's key ignores the
+augmentation parameters. Random draws are seeded by (augment seed, file content,
+version), so an entry never depends on what else was featurised with it.
 """
 
 from __future__ import annotations
 
 import ctypes
 import hashlib
-import io
-import json
 import logging
 import multiprocessing as mp
 import numbers
 import os
+import signal
+import threading
 import time
 import traceback
-import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import closing, suppress
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 
 from ser.data.audio import AudioConfig, AudioError, load_audio
+from ser.data.cache import ArrayCache, cache_dir_name
 from ser.data.clip import Clip
 from ser.features.augment import (
     VERSIONS,
@@ -205,9 +205,10 @@ def _read_cache(
         return {}
     found = {}
     for version in versions:
-        present = cache.digests(version)  # one listing, not a failed open per miss
+        store = cache.of(version)
+        present = store.keys()  # one listing, not a failed open per miss
         for digest in dict.fromkeys(digests):
-            vector = cache.load(version, digest) if digest in present else None
+            vector = store.load(digest) if digest in present else None
             if vector is not None:
                 found[digest, version] = vector
     return found
@@ -285,7 +286,9 @@ def _run_pool(chunks: list[list[_Job]], spec: FeatureSpec, n_jobs: int, bar) -> 
     mel_bands(spec.audio.sample_rate, spec.hand.n_fft, spec.hand.n_mels)  # forked workers inherit
     methods = mp.get_all_start_methods()
     context = mp.get_context("fork" if "fork" in methods else "spawn")  # fork: no re-imports
-    with ProcessPoolExecutor(n_jobs, mp_context=context, initializer=_init_worker) as pool:
+    with ProcessPoolExecutor(
+        n_jobs, mp_context=context, initializer=_init_worker, initargs=(os.getpid(),)
+    ) as pool:
         futures = {pool.submit(_compute_chunk, chunk, spec): chunk for chunk in chunks}
         try:
             for future in as_completed(futures):
@@ -300,8 +303,9 @@ def _run_pool(chunks: list[list[_Job]], spec: FeatureSpec, n_jobs: int, bar) -> 
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _init_worker() -> None:
-    """One thread per worker: the parallelism is across processes."""
+def _init_worker(parent_pid: int) -> None:
+    """One thread per worker (the parallelism is across processes); die with the parent."""
+    _die_with_parent(parent_pid)
     torch.set_num_threads(1)
     try:
         from threadpoolctl import threadpool_limits
@@ -310,6 +314,44 @@ def _init_worker() -> None:
     except ImportError:  # pragma: no cover - librosa brings it in
         pass
     _keep_freed_memory()
+
+
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+PARENT_POLL_S = 0.5
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Exit when `parent_pid` dies, even by SIGKILL.
+
+    A killed parent cannot shut its pool down, and forked workers hold the task pipe's
+    write end themselves, so they would wait for work forever. Linux kills them at once
+    (PR_SET_PDEATHSIG); elsewhere, and as a backstop, a thread notices the reparenting.
+    `parent_pid` is passed in, not read here: the parent may die before this runs.
+    """
+    _set_pdeathsig()
+    if os.getppid() != parent_pid:  # died before the signal was armed
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True,
+                     name="ser-parent-watch").start()
+
+
+def _set_pdeathsig() -> bool:
+    """SIGKILL this process when its parent dies (Linux only); True if armed.
+
+    The kernel ties it to the forking thread: `_run_pool` forks from featurise's thread,
+    which outlives the pool.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    except (OSError, AttributeError, TypeError):  # not Linux
+        return False
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)  # no cleanup: the parent that would collect results is gone
 
 
 def _keep_freed_memory() -> None:
@@ -392,54 +434,24 @@ def _progress_bar(total: int, enabled: bool):
 
 
 class _Cache:
-    """`.npy` files under a key directory per version; writes are atomic."""
+    """One `ArrayCache` per version: a version's vectors depend on its own spec fields."""
 
     def __init__(self, root: Path, spec: FeatureSpec) -> None:
         self.root = root
         self.spec = spec
-        self.dim = spec.dim
-        self.dirs: dict[str, Path] = {}
+        self.caches: dict[str, ArrayCache] = {}
 
-    def folder(self, version: str) -> Path:
-        if version not in self.dirs:
-            self.dirs[version] = self.root / cache_key(self.spec, version)
-        return self.dirs[version]
-
-    def path(self, version: str, digest: str) -> Path:
-        return self.folder(version) / f"{digest}.npy"
-
-    def digests(self, version: str) -> set[str]:
-        """Contents with a cached vector of this version."""
-        try:
-            names = os.listdir(self.folder(version))
-        except OSError:
-            return set()
-        return {name[:-4] for name in names if name.endswith(".npy")}
-
-    def load(self, version: str, digest: str) -> np.ndarray | None:
-        """The cached vector, or None for a miss (absent or unreadable file)."""
-        try:
-            vector = np.load(self.path(version, digest))
-        except (OSError, ValueError):
-            return None
-        if vector.shape != (self.dim,) or vector.dtype != np.float32:
-            return None
-        return vector
+    def of(self, version: str) -> ArrayCache:
+        if version not in self.caches:
+            self.caches[version] = ArrayCache(
+                self.root, version, _key_fields(self.spec, version),
+                dtype=np.float32, shape=(self.spec.dim,),
+            )
+        return self.caches[version]
 
     def save_all(self, digest: str, vectors: dict[str, np.ndarray]) -> None:
-        try:
-            for version, vector in vectors.items():
-                self._ensure_dir(version)
-                _save_atomic(self.path(version, digest), vector)
-        except OSError as err:
-            log.warning("feature cache %s not written: %s", self.root, err)
-
-    def _ensure_dir(self, version: str) -> None:
-        folder = self.folder(version)
-        if not folder.is_dir():
-            folder.mkdir(parents=True, exist_ok=True)
-            info = json.dumps(_key_fields(self.spec, version), indent=2, sort_keys=True)
-            _write_atomic(folder / "spec.json", info.encode())
+        for version, vector in vectors.items():
+            self.of(version).save(digest, vector)
 
 
 def _key_fields(spec: FeatureSpec, version: str) -> dict:
@@ -472,24 +484,5 @@ def _canonical(value):
 
 def cache_key(spec: FeatureSpec, version: str) -> str:
     """Directory name for one version's vectors under a spec."""
-    blob = json.dumps(_key_fields(spec, version), sort_keys=True).encode()
-    return f"{version}-{hashlib.sha1(blob).hexdigest()[:16]}"
+    return cache_dir_name(version, _key_fields(spec, version))
 
-
-def _save_atomic(path: Path, vector: np.ndarray) -> None:
-    buffer = io.BytesIO()
-    np.save(buffer, vector)
-    _write_atomic(path, buffer.getvalue())
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Readers see the old file or the whole new one, never a partial write."""
-    tmp = f"{path}.{uuid.uuid4().hex}.tmp"  # unique per writer; not a `.npy` name
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

@@ -12,12 +12,7 @@ later epochs and runs never run the backbone on a clip twice.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-import re
-import uuid
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -29,6 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import PreTrainedModel
 
+from ser.data.cache import ArrayCache
 from ser.models.backbone import (
     InputSpec,
     frame_lengths,
@@ -86,47 +82,6 @@ class CNNHead(nn.Module):
         return self.out(masked_mean(x.transpose(1, 2), mask[:, 0]))
 
 
-class HiddenStateCache:
-    """`.npy` per clip under one directory per (backbone weights, layer, input settings)."""
-
-    def __init__(self, root: Path, identity: dict[str, Any], name: str) -> None:
-        blob = json.dumps(identity, sort_keys=True, default=str).encode()
-        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[-40:]
-        self.dir = Path(root) / f"{slug}-{hashlib.sha1(blob).hexdigest()[:16]}"
-        self.identity = identity
-        self.hits = 0
-        self.misses = 0
-
-    def load(self, key: str) -> np.ndarray | None:
-        try:
-            value = np.load(self.dir / f"{key}.npy")
-        except (OSError, ValueError):
-            self.misses += 1
-            return None
-        self.hits += 1
-        return value
-
-    def save(self, key: str, value: np.ndarray) -> None:
-        """Atomic write (tmp + rename), so concurrent DDP ranks never see a partial file."""
-        try:
-            if not self.dir.is_dir():
-                self.dir.mkdir(parents=True, exist_ok=True)
-                _write_atomic(self.dir / "spec.json",
-                              json.dumps(self.identity, indent=2, default=str).encode())
-            tmp = self.dir / f"{key}.{uuid.uuid4().hex}.tmp"
-            with open(tmp, "wb") as f:
-                np.save(f, value)
-            os.replace(tmp, self.dir / f"{key}.npy")
-        except OSError as err:
-            log.warning("hidden-state cache %s not written: %s", self.dir, err)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 class FrozenBackboneCNN(nn.Module):
     """(waves (B, N), lengths (B,), keys) -> logits; only the head is trained.
 
@@ -159,7 +114,7 @@ class FrozenBackboneCNN(nn.Module):
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.cache_dtype = np.dtype(cache_dtype)
         self.source = dict(source or {})
-        self._cache: HiddenStateCache | None = None
+        self._cache: ArrayCache | None = None
 
     def train(self, mode: bool = True) -> FrozenBackboneCNN:
         super().train(mode)
@@ -209,7 +164,7 @@ class FrozenBackboneCNN(nn.Module):
         return self.head(picked.to(dtype).float(), frame_lengths(self.backbone, lengths))
 
     @property
-    def cache(self) -> HiddenStateCache | None:
+    def cache(self) -> ArrayCache | None:
         """Created on first use: the key hashes the weights, which a checkpoint may set."""
         if self.cache_dir is not None and self._cache is None:
             identity = {
@@ -221,7 +176,7 @@ class FrozenBackboneCNN(nn.Module):
                 "dtype": self.cache_dtype.name,
             }
             name = f"{self.source.get('name_or_path', 'backbone')}-layer{self.layer}"
-            self._cache = HiddenStateCache(self.cache_dir, identity, name)
+            self._cache = ArrayCache(self.cache_dir, name, identity, dtype=self.cache_dtype)
         return self._cache
 
     def features(
