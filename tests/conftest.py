@@ -123,3 +123,70 @@ def make_all_corpora(data_dir: Path, ravdess_emotions=range(1, 9), crema_actors=
     make_tess_tree(data_dir / "tess", words=tess_words)
     make_savee_tree(data_dir / "savee")
     return data_dir
+
+
+# -- configs and tiny backbones, shared by the training, transformer and serving tests ----
+
+CONF_DIR = str(REPO_ROOT / "conf")
+
+
+def train_cfg(tmp_path: Path, data_dir: Path, *overrides: str):
+    """The real train config, composed with tiny overrides, writing into tmp_path/run."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[
+            f"paths.data_dir={data_dir}", f"paths.cache_dir={tmp_path / 'cache'}",
+            "trainer.max_epochs=2", "data.progress=false", "trainer.enable_progress_bar=false",
+            *overrides,
+        ])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "run")
+    return cfg
+
+
+# a few layers and a small hidden size; the conv stack keeps HuBERT's 320-sample hop
+TINY_BACKBONE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=64, conv_dim=(32, 32, 32), conv_kernel=(10, 8, 4),
+                     conv_stride=(5, 8, 8), num_conv_pos_embeddings=16,
+                     num_conv_pos_embedding_groups=4)
+CLIPS_PER_ACTOR = 3
+
+
+def save_tiny_backbone(folder: Path, model_type: str, layer_norm: bool = False) -> Path:
+    """A random tiny backbone and its feature extractor, as a hub checkpoint folder is."""
+    import torch
+    from transformers import AutoConfig, AutoModel, Wav2Vec2FeatureExtractor
+
+    norm = "layer" if layer_norm else "group"
+    config = AutoConfig.for_model(model_type, feat_extract_norm=norm,
+                                  do_stable_layer_norm=layer_norm, **TINY_BACKBONE)
+    torch.manual_seed(0)
+    AutoModel.from_config(config).save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=layer_norm
+                             ).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_backbones(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("backbones")
+    return {
+        "hubert": save_tiny_backbone(root / "hubert", "hubert"),
+        "wav2vec2": save_tiny_backbone(root / "wav2vec2", "wav2vec2"),
+        "hubert_ln": save_tiny_backbone(root / "hubert_ln", "hubert", layer_norm=True),
+        "wav2vec2_ln": save_tiny_backbone(root / "wav2vec2_ln", "wav2vec2", layer_norm=True),
+    }
+
+
+@pytest.fixture(scope="session")
+def real_subset(tmp_path_factory, real_ravdess) -> Path:
+    """A data dir whose ravdess/ links 3 real clips of each of the 24 actors (never copies)."""
+    data_dir = tmp_path_factory.mktemp("real_subset")
+    for actor in sorted(real_ravdess.glob("Actor_*")):
+        files = sorted(actor.glob("*.flac")) + sorted(actor.glob("*.wav"))
+        (data_dir / "ravdess" / actor.name).mkdir(parents=True)
+        for f in files[:: len(files) // CLIPS_PER_ACTOR][:CLIPS_PER_ACTOR]:
+            (data_dir / "ravdess" / actor.name / f.name).symlink_to(f)
+    return data_dir

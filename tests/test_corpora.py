@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ser.data.datamodule import FeatureDataModule, balanced_class_weights
 
 from ser.data.clip import Clip
 from ser.data.corpora import SCANNERS, load_corpora
 from ser.data.crema_d import InvalidCremaDNameError, parse_crema_d_name, scan_crema_d
-from ser.data.datamodule import FeatureDataModule, balanced_class_weights
 from ser.data.label_space import LabelSpace
 from ser.data.labels import EMOTIONS
 from ser.data.ravdess import scan_ravdess

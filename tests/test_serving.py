@@ -14,6 +14,7 @@ from ser.serving import InputError, Predictor, decode_audio
 from ser.serving.app import Limits, create_app
 from ser.serving.onnx_export import export_onnx, read_metadata
 from ser.serving.predict import main as predict_main
+from ser.training.checkpoint import load_classifier
 from tests.test_serving_helpers import encode, encode_ffmpeg, tone
 
 pytest_plugins = ["tests.test_serving_helpers"]  # its fixtures: the tiny and real models
@@ -56,12 +57,14 @@ def test_lossless_input_decodes_exactly_as_training_loads_it(tmp_path, predictor
     x = tone(3.5, 16000, channels=2, seed=3)
     path = tmp_path / "clip.wav"
     path.write_bytes(encode(x, 16000, "WAV", "FLOAT"))
-    s = predictor.settings
-    wave = load_audio(path, s.audio)
-    expected = hand_features(wave[None], s.audio.sample_rate, s.hand, s.n_samples)
+    pipeline = predictor.pipeline
+    spec = pipeline.spec
+    wave = load_audio(path, spec.audio)
+    raw = hand_features(wave[None], spec.audio.sample_rate, spec.hand, spec.n_samples)
     mono = decode_audio(path.read_bytes()).samples.mean(axis=1)
-    starts, length = predictor.window_starts(len(mono), 16000)
-    np.testing.assert_array_equal(predictor.features(mono, 16000, starts, length), expected)
+    spans = pipeline.windows(len(mono), 16000)
+    served = pipeline.serve_inputs(mono, 16000, spans)["features"]  # (windows, versions, D)
+    np.testing.assert_array_equal(served[:, 0], pipeline.standardise.apply(raw))
 
 
 @pytest.mark.parametrize(
@@ -117,7 +120,7 @@ def test_a_clip_of_training_length_is_one_window_from_the_offset(predictor):
     assert pred.top == max(pred.probabilities, key=pred.probabilities.get)
     assert sum(pred.probabilities.values()) == pytest.approx(1, abs=1e-4)
     assert list(pred.probabilities) == predictor.class_names
-    assert pred.source == "clip.wav" and "SeedCNN" in pred.model
+    assert pred.source == "clip.wav" and pred.model.startswith("cnn ")
 
 
 def test_long_recordings_slide_the_window_and_average(predictor):
@@ -129,7 +132,7 @@ def test_long_recordings_slide_the_window_and_average(predictor):
     np.testing.assert_allclose(_probs(pred), mean, atol=1e-5)
     first, last = (list(w.probabilities.values()) for w in (pred.windows[0], pred.windows[-1]))
     assert not np.allclose(first, last, atol=1e-3)  # each window is its own audio
-    hop = Predictor(predictor.classify, predictor.class_names, predictor.settings, hop=0.5)
+    hop = Predictor(predictor.classify, predictor.class_names, predictor.pipeline, hop=0.5)
     assert len(hop.predict(encode(x, 16000, "FLAC")).windows) == 16  # 0.6 .. 8.1 by 0.5
 
 
@@ -161,7 +164,7 @@ def test_predict_cli_prints_every_file_and_json(tiny_checkpoint, tmp_path, capsy
 
     assert predict_main([str(tiny_checkpoint), str(good), str(bad), "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
-    assert report["model"]["network"] == "SeedCNN"
+    assert report["model"]["network"] == "cnn" and report["model"]["input"] == "hand"
     first, second = report["results"]
     assert set(first["probabilities"]) == set(report["model"]["class_names"])
     assert first["windows"][0]["start"] == 0.6
@@ -179,15 +182,17 @@ def test_predict_cli_names_a_bad_model(tmp_path, capsys):
 def test_onnx_export_carries_labels_and_preprocessing(tiny_checkpoint, tiny_onnx, predictor):
     props = read_metadata(tiny_onnx)
     assert json.loads(props["class_names"]) == predictor.class_names
-    features = json.loads(props["features"])
-    assert features["audio"] == {"sample_rate": 22050, "offset": 0.6, "duration": 2.5,
-                                 "min_duration": 0.5}
-    assert features["hand"]["n_mfcc"] == 20 and tiny_checkpoint.name in props["source_checkpoint"]
+    meta = json.loads(props["ser_meta"])
+    assert meta == load_classifier(tiny_checkpoint).checkpoint_meta().to_dict()
+    assert meta["pipeline"]["features"]["audio"] == {"sample_rate": 22050, "offset": 0.6,
+                                                     "duration": 2.5, "min_duration": 0.5}
+    assert tiny_checkpoint.name in props["source_checkpoint"]
 
 
 def test_onnxruntime_gives_torchs_probabilities(tiny_onnx, predictor):
     runtime = Predictor.load(tiny_onnx)
-    assert runtime.info["backend"] == "onnxruntime" and runtime.settings == predictor.settings
+    assert runtime.info["backend"] == "onnxruntime"
+    assert runtime.pipeline.meta() == predictor.pipeline.meta()
     for seed, freq in enumerate((171, 321, 621, 1221)):
         data = encode(tone(3.5, 22050, freq=freq, seed=seed), 22050, "FLAC")
         torch_p, onnx_p = predictor.predict(data), runtime.predict(data)
@@ -217,7 +222,7 @@ def test_page_and_model_info(client):
     assert 'id="record"' in page.text and 'type="file"' in page.text
     assert client.get("/static/app.js").status_code == 200
     info = client.get("/api/model").json()
-    assert info["network"] == "SeedCNN" and info["limits"]["max_seconds"] == 20.0
+    assert info["network"] == "cnn" and info["limits"]["max_seconds"] == 20.0
 
 
 def test_api_predicts_a_browser_recording(client, predictor):

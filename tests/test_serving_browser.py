@@ -144,8 +144,8 @@ def test_record_with_a_fake_microphone_shows_the_models_prediction(
     chromium, driver = _browser()
     predictor = Predictor.load(real_checkpoint)
     # strong-intensity clips of the model's test actors: speakers it never heard
-    meta = torch.load(real_checkpoint, map_location="cpu", weights_only=False)["ser_meta"]
-    actors = [s.split(":")[1] for s in meta["test_speakers"]]
+    meta = torch.load(real_checkpoint, map_location="cpu", weights_only=True)["ser_meta"]
+    actors = [s.split(":")[1] for s in meta["training"]["test_speakers"]]
     clips = sorted(c for a in actors
                    for c in real_ravdess.glob(f"Actor_{a}/03-01-0[2-8]-02-0[12]-01-*.flac"))
     clip, expected = _robust_clip(predictor, clips)

@@ -26,7 +26,7 @@ def tiny_checkpoint(tmp_path_factory, generated_data_dir) -> Path:
     file in the session's base temp dir is what makes it train only once.
     """
     from ser.training.train import train
-    from tests.test_train import train_cfg
+    from tests.conftest import train_cfg
 
     root = tmp_path_factory.getbasetemp() / "serving-model"
     ckpt = root / "run" / "checkpoints" / "best.ckpt"
@@ -47,7 +47,7 @@ def real_checkpoint(tmp_path_factory, real_ravdess) -> Path:
     if os.environ.get("SER_SERVE_CKPT"):
         return Path(os.environ["SER_SERVE_CKPT"])
     from ser.training.train import train
-    from tests.test_train import train_cfg
+    from tests.conftest import train_cfg
 
     root = tmp_path_factory.getbasetemp() / "serving-real-model"
     ckpt = root / "run" / "checkpoints" / "best.ckpt"

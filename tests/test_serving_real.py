@@ -28,14 +28,14 @@ def _probs(pred) -> np.ndarray:
 
 
 def test_a_real_clip_gets_exactly_trainings_features(clips, tiny_checkpoint):
-    predictor = Predictor.load(tiny_checkpoint)
-    s = predictor.settings
+    pipeline = Predictor.load(tiny_checkpoint).pipeline
+    spec = pipeline.spec
     for clip in clips[::8]:
-        expected = hand_features(load_audio(clip, s.audio)[None], s.audio.sample_rate, s.hand,
-                                 s.n_samples)
+        raw = hand_features(load_audio(clip, spec.audio)[None], spec.audio.sample_rate,
+                            spec.hand, spec.n_samples)
         audio, sr = sf.read(clip, dtype="float32")
-        starts, length = predictor.window_starts(len(audio), sr)
-        np.testing.assert_array_equal(predictor.features(audio, sr, starts[:1], length), expected)
+        served = pipeline.serve_inputs(audio, sr, pipeline.windows(len(audio), sr)[:1])
+        np.testing.assert_array_equal(served["features"][:, 0], pipeline.standardise.apply(raw))
 
 
 def _agree(torch_model: Predictor, onnx_model: Predictor, clips) -> None:

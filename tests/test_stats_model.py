@@ -11,10 +11,8 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
-from ser.config import REPO_ROOT
 from ser.features.augment import change_speed, check_versions, speed_factor
 from ser.features.speaker_norm import SpeakerNormConfig, normalise_by_group
 from ser.features.utterance import (
@@ -26,11 +24,11 @@ from ser.features.utterance import (
 from ser.models.stats_linear import StatsLinearEnsemble, shrinkage_lda
 from ser.training.checkpoint import load_classifier
 from ser.training.train import train
-from tests.conftest import make_ravdess_tree
+from tests.conftest import CONF_DIR, make_ravdess_tree, train_cfg
 
 SR = 16000
 CFG = UtteranceStatsConfig()
-CONF = str(REPO_ROOT / "conf")
+CONF = CONF_DIR
 
 
 def harmonic_tone(f0: float, seconds: float = 1.5, seed: int = 0) -> np.ndarray:
@@ -170,23 +168,13 @@ def stats_cache(tmp_path_factory) -> Path:
 
 
 def stats_cfg(name: str, data: Path, cache: Path, out: Path, *overrides: str):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("train", overrides=[f"experiment={name}", f"paths.data_dir={data}",
-                                          f"paths.cache_dir={cache}", *TINY, *overrides])
+    from omegaconf import open_dict
+
+    cfg = train_cfg(out, data, f"experiment={name}", f"paths.cache_dir={cache}", *TINY,
+                    *overrides)
     with open_dict(cfg):
         cfg.paths.output_dir = str(out)
     return cfg
-
-
-@pytest.mark.parametrize("name", ["stats_ravdess", "stats_ravdess_speaker_norm"])
-def test_stats_experiments_compose_with_their_numbers(name):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("train", overrides=[f"experiment={name}"])
-    assert cfg.features.kind == "utterance_stats" and cfg.features.audio.duration is None
-    assert len(cfg.augment.versions) == 9 and cfg.augment.test_versions[0] == "original"
-    assert cfg.model.net.heads == ["lda", "logreg"]
-    assert cfg.model.module.l2 == (0.006 if "speaker_norm" in name else 0.02)
-    assert cfg.data.speaker_norm.mode == ("speaker" if "speaker_norm" in name else "none")
 
 
 def test_speaker_norm_group_overrides_an_experiment():
@@ -209,14 +197,16 @@ def test_single_clip_fit_learns_and_reports(tone_corpus, stats_cache, tmp_path):
     rows = (tmp_path / "predictions.csv").read_text().splitlines()[1:]
     assert len(rows) == 32 and rows[0].split(",")[2] == "original+speed1.1"
     model = load_classifier(tmp_path / "checkpoints" / "best.ckpt")
-    assert bool(model.net.lda_fitted) and model.ser_meta["feature_type"] == "utterance_stats"
-    assert model.ser_meta["test_versions"] == ["original", "speed1.1"]
+    assert bool(model.net.lda_fitted) and model.pipeline.kind == "utterance_stats"
+    assert model.pipeline.test_versions == ["original", "speed1.1"]
 
 
 @pytest.mark.slow
 def test_speaker_normalised_fit_reports_both_protocols_and_evaluates(
         tone_corpus, stats_cache, tmp_path):
-    from ser.evaluation.evaluate import evaluate
+    from omegaconf import open_dict
+
+    from ser.training.evaluate import evaluate
 
     cfg = stats_cfg("stats_ravdess_speaker_norm", tone_corpus, stats_cache, tmp_path / "train")
     metrics = train(cfg)
@@ -227,8 +217,8 @@ def test_speaker_normalised_fit_reports_both_protocols_and_evaluates(
     assert sum(map(sum, report["no_enrolment"]["confusion"])) == 32
 
     ckpt = tmp_path / "train" / "checkpoints" / "best.ckpt"
-    norm = load_classifier(ckpt).ser_meta["speaker_norm"]
-    assert norm["mode"] == "speaker" and len(norm["global_mean"]) == 992
+    pipeline = load_classifier(ckpt).pipeline
+    assert pipeline.speaker_norm.mode == "speaker" and pipeline.fallback.mean.shape == (992,)
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         ecfg = compose("eval", overrides=[f"ckpt_path={ckpt}", f"paths.data_dir={tone_corpus}",
                                           f"paths.cache_dir={stats_cache}"])
@@ -245,7 +235,7 @@ def test_test_speakers_labels_never_reach_training_or_selection(
     """Scramble the test actors' labels: the fitted weights and the chosen epoch must not
     move (features, speaker statistics, LDA, early stopping and checkpointing see no test
     label); only the test score may."""
-    import ser.data.datamodule as dm_module
+    import ser.training.datamodule as dm_module
 
     real_load = dm_module.load_corpora
 
@@ -305,10 +295,12 @@ def test_serving_with_enrolment_matches_evaluation_and_onnx(tone_corpus, stats_c
                                atol=1e-5)
 
     assert main([str(ckpt), rows[0]["path"], "--enrol", rows[0]["path"]]) == 2  # one clip
-    hand = Predictor.load(ckpt)
-    object.__setattr__(hand, "settings", replace(hand.settings, speaker_norm=False))
+    with pytest.raises(ValueError, match="same audio as"):  # a clip enrolled twice
+        Predictor.load(ckpt).enrol([rows[0]["path"], rows[1]["path"], rows[0]["path"]])
+    single = Predictor.load(ckpt)
+    single.pipeline.speaker_norm = SpeakerNormConfig()  # as a single-clip model is
     with pytest.raises(ValueError, match="not trained with speaker normalisation"):
-        hand.enrol([r["path"] for r in rows])
+        single.enrol([r["path"] for r in rows])
 
 
 def test_reports_name_the_normalisation_protocol():

@@ -3,35 +3,15 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from ser.config import REPO_ROOT
 from ser.evaluation.aggregate import aggregate
 from ser.training.checkpoint import load_classifier
 from ser.training.train import train
-
-CONF = str(REPO_ROOT / "conf")
-
-
-def train_cfg(tmp_path: Path, data_dir: Path, *overrides: str):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                f"paths.data_dir={data_dir}",
-                f"paths.cache_dir={tmp_path / 'cache'}",
-                "trainer.max_epochs=2",
-                "data.progress=false",
-                "trainer.enable_progress_bar=false",
-                *overrides,
-            ],
-        )
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path / "run")
-    return cfg
+from tests.conftest import CONF_DIR, train_cfg
 
 
 def test_fit_writes_a_self_contained_checkpoint_and_report(tmp_path, generated_data_dir):
@@ -49,11 +29,14 @@ def test_fit_writes_a_self_contained_checkpoint_and_report(tmp_path, generated_d
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
 
     model = load_classifier(run / "checkpoints" / "best.ckpt")
-    meta = model.ser_meta
-    assert meta["class_names"][0] == "neutral" and len(meta["class_names"]) == 8
-    assert meta["features"]["audio"]["offset"] == 0.6
-    assert meta["split"]["fold"] == 2 and meta["test_speakers"][0] == "ravdess:05"
-    assert not torch.equal(model.feature_std, torch.ones_like(model.feature_std))
+    meta = model.checkpoint_meta()
+    assert meta.family == "cnn" and meta.class_names[0] == "neutral"
+    assert model.pipeline.audio.offset == 0.6
+    assert meta.training["split"]["fold"] == 2 and meta.training["test_speakers"][0] == "ravdess:05"
+    assert meta.training["test_clips_per_class"] == {c: 8 for c in meta.class_names}
+    # the training rows' standardisation statistics travel with the model
+    std = model.pipeline.standardise.std
+    assert std.shape == (2376,) and not np.allclose(std, 1.0)
 
 
 def test_random_protocol_is_labelled_leaky_in_every_output(tmp_path, generated_data_dir):
@@ -83,14 +66,14 @@ def test_aggregate_folds_into_mean_and_std(tmp_path):
 @pytest.mark.real_data
 def test_short_real_fit_and_evaluate(tmp_path, real_ravdess):
     """A real (short) fit on real RAVDESS fold 3, then evaluate.py's path on its checkpoint."""
-    from ser.evaluation.evaluate import evaluate
+    from ser.training.evaluate import evaluate
 
     cfg = train_cfg(tmp_path, real_ravdess.parent, "augment=none", "data.fold=3",
                     "trainer.max_epochs=3")
     metrics = train(cfg)
     assert metrics["test/ua"] > 1 / 8 + 0.03  # learned something beyond chance on new actors
     ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "best.ckpt"
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         ecfg = compose("eval", overrides=[f"ckpt_path={ckpt}",
                                           f"paths.data_dir={real_ravdess.parent}"])
     with open_dict(ecfg):

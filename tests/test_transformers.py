@@ -10,95 +10,42 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 from transformers import (
-    AutoConfig,
     AutoFeatureExtractor,
     AutoModel,
     AutoModelForAudioClassification,
     Wav2Vec2FeatureExtractor,
 )
 
-from ser.config import REPO_ROOT
 from ser.data.audio import AudioConfig
 from ser.data.labels import EMOTIONS
-from ser.data.waveform import (
+from ser.features.pipelines import WaveformPipeline
+from ser.features.waveform import (
     LengthBucketSampler,
     WaveAugmentConfig,
     WaveformConfig,
-    WaveformDataModule,
     augment_wave,
     clip_samples,
     padding_fraction,
-    waveform_datamodule_for,
 )
 from ser.models import backbone as bb
 from ser.models.hubert import build_finetune_classifier
 from ser.models.wav2vec2_cnn import FrozenBackboneCNN, build_wav2vec2_cnn
 from ser.training.checkpoint import load_classifier
-from ser.training.train import _build_datamodule, resolve_precision, train
-from ser.training.transformer_module import WaveformClassifier
-
-CONF = str(REPO_ROOT / "conf")
-# a few layers and a small hidden size; the conv stack keeps HuBERT's 320-sample hop
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-            conv_dim=(32, 32, 32), conv_kernel=(10, 8, 4), conv_stride=(5, 8, 8),
-            num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
-CLIPS_PER_ACTOR = 3
-
-
-def save_tiny(folder: Path, model_type: str, layer_norm: bool = False) -> Path:
-    """A random tiny backbone and its feature extractor, as a hub checkpoint folder is."""
-    norm = "layer" if layer_norm else "group"
-    config = AutoConfig.for_model(model_type, feat_extract_norm=norm,
-                                  do_stable_layer_norm=layer_norm, **TINY)
-    torch.manual_seed(0)
-    AutoModel.from_config(config).save_pretrained(folder)
-    Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=layer_norm
-                             ).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("backbones")
-    return {
-        "hubert": save_tiny(root / "hubert", "hubert"),
-        "wav2vec2": save_tiny(root / "wav2vec2", "wav2vec2"),
-        "hubert_ln": save_tiny(root / "hubert_ln", "hubert", layer_norm=True),
-        "wav2vec2_ln": save_tiny(root / "wav2vec2_ln", "wav2vec2", layer_norm=True),
-    }
-
-
-@pytest.fixture(scope="module")
-def real_subset(tmp_path_factory, real_ravdess) -> Path:
-    """A data dir whose ravdess/ links 3 real clips of each of the 24 actors (never copies)."""
-    data_dir = tmp_path_factory.mktemp("real_subset")
-    for actor in sorted(real_ravdess.glob("Actor_*")):
-        files = sorted(actor.glob("*.flac")) + sorted(actor.glob("*.wav"))
-        (data_dir / "ravdess" / actor.name).mkdir(parents=True)
-        for f in files[:: len(files) // CLIPS_PER_ACTOR][:CLIPS_PER_ACTOR]:
-            (data_dir / "ravdess" / actor.name / f.name).symlink_to(f)
-    return data_dir
+from ser.training.datamodule import SERDataModule
+from ser.training.train import resolve_precision, train
+from tests.conftest import CLIPS_PER_ACTOR, save_tiny_backbone, train_cfg
 
 
 def waveform_cfg(tmp_path: Path, data_dir: Path, model: str, backbone: Path, *overrides: str):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("train", overrides=[
-            f"model={model}", "data=ravdess", f"paths.data_dir={data_dir}",
-            f"paths.cache_dir={tmp_path / 'cache'}", f"model.net.backbone.name_or_path={backbone}",
-            "trainer.max_epochs=2", "trainer.precision=32-true", "trainer.accelerator=cpu",
-            "trainer.enable_progress_bar=false", "data.batch_size=8", "data.n_jobs=0",
-            "data.progress=false", "logger=none", *overrides,
-        ])
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path / "run")
-    return cfg
+    return train_cfg(tmp_path, data_dir, f"model={model}", "data=ravdess",
+                     f"model.net.backbone.name_or_path={backbone}", "trainer.precision=32-true",
+                     "trainer.accelerator=cpu", "data.batch_size=8", "data.n_jobs=0",
+                     "logger=none", *overrides)
 
 
 def clip_batch(n: int = 2, seconds: tuple[float, ...] = (1.0, 1.6), seed: int = 0):
@@ -116,7 +63,8 @@ def clip_batch(n: int = 2, seconds: tuple[float, ...] = (1.0, 1.6), seed: int = 
 
 @pytest.mark.slow
 @pytest.mark.real_data
-def test_hubert_fit_on_real_clips_reloads_and_exports(tmp_path, tiny, real_subset):
+def test_hubert_fit_on_real_clips_reloads_and_exports(tmp_path, tiny_backbones, real_subset):
+    tiny = tiny_backbones
     cfg = waveform_cfg(tmp_path, real_subset, "hubert", tiny["hubert"], "data.fold=2")
     metrics = train(cfg)
     assert {"val/ua", "test/ua", "test/wa", "test/macro_f1"} <= set(metrics)
@@ -128,17 +76,10 @@ def test_hubert_fit_on_real_clips_reloads_and_exports(tmp_path, tiny, real_subse
     assert len((run / "predictions.csv").read_text().splitlines()) == 1 + 4 * CLIPS_PER_ACTOR
 
     model = load_classifier(run / "checkpoints" / "best.ckpt")
-    assert isinstance(model, WaveformClassifier)
-    meta = model.ser_meta
-    assert meta["model_type"] == "waveform" and meta["feature_type"] == "waveform"
-    assert meta["features"]["audio"]["duration"] == 4.5 and meta["split"]["fold"] == 2
-
-    # evaluate.py's path for waveform checkpoints scores the same test clips the same way
-    dm = waveform_datamodule_for(meta, None, real_subset)
-    dm.setup("test")
-    L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False).test(
-        model, datamodule=dm, verbose=False)
-    assert model.last_metrics["test"]["ua"] == pytest.approx(metrics["test/ua"])
+    meta = model.checkpoint_meta()
+    assert meta.family == "hubert" and meta.pipeline["kind"] == "waveform"
+    assert isinstance(model.pipeline, WaveformPipeline)
+    assert model.pipeline.audio.duration == 4.5 and meta.training["split"]["fold"] == 2
 
     # the export loads with transformers alone and predicts what our module predicts
     hf = AutoModelForAudioClassification.from_pretrained(run / "hf_model").eval()
@@ -147,7 +88,7 @@ def test_hubert_fit_on_real_clips_reloads_and_exports(tmp_path, tiny, real_subse
     waves, lengths = clip_batch(1, (1.3,))
     inputs = extractor(waves[0].numpy(), sampling_rate=16000, return_tensors="pt")
     with torch.no_grad():
-        ours = model(waves, lengths)
+        ours = model({"waves": waves[:, None], "lengths": lengths[:, None]})
         theirs = hf(**inputs).logits
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
 
@@ -155,8 +96,9 @@ def test_hubert_fit_on_real_clips_reloads_and_exports(tmp_path, tiny, real_subse
 @pytest.mark.slow
 @pytest.mark.real_data
 def test_wav2vec2_cnn_caches_hidden_states_and_second_run_skips_backbone(
-    tmp_path, tiny, real_subset, monkeypatch
+    tmp_path, tiny_backbones, real_subset, monkeypatch
 ):
+    tiny = tiny_backbones
     cfg = waveform_cfg(tmp_path, real_subset, "wav2vec2_cnn", tiny["wav2vec2"])
     first = train(cfg)
     cache_dirs = list((tmp_path / "cache" / "hidden_states").iterdir())
@@ -174,7 +116,7 @@ def test_wav2vec2_cnn_caches_hidden_states_and_second_run_skips_backbone(
     second = train(cfg)
     assert second == pytest.approx(first)  # same cache, same seed: the same run
     model = load_classifier(Path(cfg.paths.output_dir) / "checkpoints" / "best.ckpt")
-    assert model.ser_meta["net"]["type"] == "wav2vec2_cnn"
+    assert model.family == "wav2vec2_cnn" and model.checkpoint_meta().net["type"] == "wav2vec2_cnn"
 
 
 # -- padding invariance -------------------------------------------------------------------
@@ -192,7 +134,8 @@ def _padded_vs_alone(net: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.mark.parametrize("layer", [-1, "weighted"])
 @pytest.mark.parametrize("kind", ["wav2vec2", "wav2vec2_ln"])
-def test_cnn_prediction_does_not_depend_on_padding(tiny, kind, layer):
+def test_cnn_prediction_does_not_depend_on_padding(tiny_backbones, kind, layer):
+    tiny = tiny_backbones
     # group-norm backbones take no mask: they see each clip alone; layer-norm ones, the mask
     net = build_wav2vec2_cnn(EMOTIONS, {"name_or_path": str(tiny[kind])}, layer=layer)
     assert net.inputs.attention_mask == kind.endswith("_ln")
@@ -201,7 +144,8 @@ def test_cnn_prediction_does_not_depend_on_padding(tiny, kind, layer):
 
 
 @pytest.mark.parametrize("weighted", [False, True])
-def test_finetune_prediction_does_not_depend_on_padding(tiny, weighted):
+def test_finetune_prediction_does_not_depend_on_padding(tiny_backbones, weighted):
+    tiny = tiny_backbones
     net = build_finetune_classifier(EMOTIONS, {"name_or_path": str(tiny["hubert_ln"])},
                                     weighted_layer_sum=weighted)
     assert net.inputs.attention_mask  # its feature extractor says the model takes masks
@@ -217,8 +161,8 @@ def test_normalisation_matches_the_feature_extractor():
     torch.testing.assert_close(bb.normalise(waves, lengths), ref, atol=1e-5, rtol=1e-5)
 
 
-def test_input_settings_come_from_the_checkpoint(tmp_path, tiny):
-    folder = save_tiny(tmp_path / "raw", "hubert")
+def test_input_settings_come_from_the_checkpoint(tmp_path):
+    folder = save_tiny_backbone(tmp_path / "raw", "hubert")
     Wav2Vec2FeatureExtractor(do_normalize=False, return_attention_mask=False,
                              sampling_rate=16000).save_pretrained(folder)
     net = build_finetune_classifier(EMOTIONS, {"name_or_path": str(folder)})
@@ -242,7 +186,8 @@ def test_offline_hub_id_stops_with_the_options(tmp_path, generated_data_dir, mon
     assert err.value.__cause__ is None and err.value.__context__ is None  # no hub stack
 
 
-def test_random_init_builds_the_architecture_without_weights(tiny, monkeypatch):
+def test_random_init_builds_the_architecture_without_weights(tiny_backbones, monkeypatch):
+    tiny = tiny_backbones
     monkeypatch.setattr(bb, "hub_reachable", lambda timeout=3.0: False)
     saved = AutoModel.from_pretrained(tiny["wav2vec2"])
     net = build_wav2vec2_cnn(EMOTIONS, {"name_or_path": str(tiny["wav2vec2"]),
@@ -263,37 +208,41 @@ def test_random_init_builds_the_architecture_without_weights(tiny, monkeypatch):
 
 def test_models_pick_the_waveform_pipeline_on_their_own(tmp_path, generated_data_dir):
     for model in ("hubert", "wav2vec2_cnn"):
-        with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-            cfg = compose("train", overrides=[f"model={model}", "data=ravdess",
-                                              f"paths.data_dir={generated_data_dir}"])
-        dm = _build_datamodule(cfg)
-        assert isinstance(dm, WaveformDataModule)
-        assert dm.wave_cfg.audio.sample_rate == 16000 and dm.wave_cfg.audio.duration == 4.5
-    assert dm.augment == WaveAugmentConfig()  # the cached model trains without augmentation
+        cfg = train_cfg(tmp_path, generated_data_dir, f"model={model}")
+        dm = hydra_instantiate(cfg.data)
+        assert isinstance(dm.pipeline, WaveformPipeline)
+        assert dm.pipeline.audio.sample_rate == 16000 and dm.pipeline.audio.duration == 4.5
+    assert dm.pipeline.augment == WaveAugmentConfig()  # the cached model trains unaugmented
+
+
+def hydra_instantiate(node):
+    import hydra
+
+    return hydra.utils.instantiate(node)
 
 
 def test_waveform_datamodule_keeps_folds_and_marks_cacheable_clips(generated_data_dir):
-    dm = WaveformDataModule(generated_data_dir, fold=3, batch_size=4, n_jobs=0,
-                            augment={"noise_prob": 1.0})
+    dm = SERDataModule(generated_data_dir, fold=3, batch_size=4, n_jobs=0,
+                       features={"kind": "waveform"}, augment={"noise_prob": 1.0})
     dm.setup("fit")
-    speakers = {k: {c.speaker for c in d.clips} for k, d in dm.datasets.items()}
+    speakers = {k: {dm.clips[i].speaker for i in d.clip_index} for k, d in dm.stages.items()}
     assert speakers["test"] == {f"ravdess:{a:02d}" for a in (9, 10, 11, 12)}
     assert not (speakers["test"] & (speakers["train"] | speakers["val"]))
     batch = next(iter(dm.val_dataloader()))
-    assert batch["waves"].shape[0] == 4 and all(batch["keys"])  # evaluation: cacheable
-    assert int(batch["lengths"].max()) == batch["waves"].shape[1]
-    assert int(batch["lengths"].max()) <= 72000  # cut at 4.5 s
+    waves, lengths = batch["inputs"]["waves"], batch["inputs"]["lengths"]
+    assert waves.shape[:2] == (4, 1) and lengths.shape == (4, 1) and all(batch["keys"])
+    assert int(lengths.max()) == waves.shape[2] <= 72000  # padded to the longest, cut at 4.5 s
     train_batch = next(iter(dm.train_dataloader()))
     assert not any(train_batch["keys"])  # augmented: one-off, never cached
-    assert dm.metadata()["feature_type"] == "waveform"
-    assert [c for c, _ in dm.test_rows()] == dm.datasets["test"].clips
+    assert [c for c, _ in dm.test_rows()] == list(dm.stages["test"].dataset.clips)
 
 
 def test_hand_feature_settings_are_refused_with_a_hint(generated_data_dir):
-    with pytest.raises(ValueError, match="features=waveform"):
-        WaveformDataModule(generated_data_dir, features={"audio": {}, "hand": {}})
-    with pytest.raises(ValueError, match="augment=waveform"):
-        WaveformDataModule(generated_data_dir, augment={"versions": ["original"]})
+    with pytest.raises(ValueError, match="waveform models take"):
+        SERDataModule(generated_data_dir, features={"kind": "waveform", "audio": {}, "hand": {}})
+    with pytest.raises(ValueError, match="augment.kind 'online'"):
+        SERDataModule(generated_data_dir, features={"kind": "waveform"},
+                      augment={"kind": "versions", "versions": ["original"]})
 
 
 def test_augmentation_noise_pitch_speed():
@@ -350,8 +299,11 @@ def test_bf16_auto_picks_what_the_hardware_has():
 def test_slurm_launcher_config_composes_and_instantiates():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     import hydra
+    from hydra import compose, initialize_config_dir
 
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+    from tests.conftest import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu",
                                           "experiment=hubert_ravdess"],
                       return_hydra_config=True)

@@ -84,4 +84,4 @@ def write_predictions(
         for (clip, version), p in zip(rows, probs, strict=False):
             pred = classes[int(np.argmax(p))]
             writer.writerow([clip.path, clip.speaker, version, clip.emotion, pred,
-                             *(f"{x:.5f}" for x in p), protocol])
+                             *(f"{x:.7f}" for x in p), protocol])
