@@ -190,3 +190,50 @@ def real_subset(tmp_path_factory, real_ravdess) -> Path:
         for f in files[:: len(files) // CLIPS_PER_ACTOR][:CLIPS_PER_ACTOR]:
             (data_dir / "ravdess" / actor.name / f.name).symlink_to(f)
     return data_dir
+
+
+# -- models to serve: trained once per session ---------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, generated_data_dir) -> Path:
+    """A real checkpoint from `train(cfg)` on generated tones: trained once per session.
+
+    """
+    from ser.training.train import train
+
+    root = tmp_path_factory.getbasetemp() / "serving-model"
+    ckpt = root / "run" / "checkpoints" / "best.ckpt"
+    if not ckpt.is_file():
+        cfg = train_cfg(root, generated_data_dir, "augment=none", "logger=none", "test=false",
+                        "trainer.precision=32-true", "trainer.max_epochs=8")
+        train(cfg)
+    assert ckpt.is_file()
+    return ckpt
+
+
+@pytest.fixture(scope="session")
+def real_checkpoint(tmp_path_factory, real_ravdess) -> Path:
+    """A short real fit (RAVDESS fold 3, 3 epochs, no augmentation): trained once per session.
+
+    `SER_SERVE_CKPT` names a checkpoint to use instead (e.g. a full baseline run).
+    """
+    if os.environ.get("SER_SERVE_CKPT"):
+        return Path(os.environ["SER_SERVE_CKPT"])
+    from ser.training.train import train
+
+    root = tmp_path_factory.getbasetemp() / "serving-real-model"
+    ckpt = root / "run" / "checkpoints" / "best.ckpt"
+    if not ckpt.is_file():
+        cfg = train_cfg(root, real_ravdess.parent, "augment=none", "data.fold=3", "logger=none",
+                        "test=false", "trainer.max_epochs=3")
+        train(cfg)
+    return ckpt
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_checkpoint) -> Path:
+    from ser.serving.onnx_export import export_onnx
+
+    out = tiny_checkpoint.with_suffix(".onnx")
+    return out if out.is_file() else export_onnx(tiny_checkpoint, out)

@@ -1,4 +1,4 @@
-"""ser.data.cache.ArrayCache: round trip, misses, identity folders, atomic concurrent writes."""
+"""ser.cache.ArrayCache: round trip, misses, identity folders, atomic concurrent writes."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ser.cache import ArrayCache, cache_dir_name
 from ser.data import cache as cache_mod
-from ser.data.cache import ArrayCache, cache_dir_name
 
 IDENTITY = {"format": 1, "backbone": "tiny", "layer": -1, "inputs": {"sr": 16000}}
 
@@ -123,7 +123,7 @@ def test_concurrent_writers_leave_whole_files_and_no_temp_files(tmp_path):
 def test_an_unwritable_disk_warns_once_and_does_not_raise(tmp_path, caplog):
     (tmp_path / "file").write_text("not a folder")
     cache = ArrayCache(tmp_path / "file", "x", IDENTITY)  # mkdir below a file fails
-    with caplog.at_level(logging.WARNING, logger="ser.data.cache"):
+    with caplog.at_level(logging.WARNING, logger="ser.cache"):
         cache.save("a", np.zeros(2))
         cache.save("b", np.zeros(2))
     assert cache.load("a") is None
@@ -138,7 +138,7 @@ def test_a_read_only_disk_warns_and_leaves_no_temp_file(tmp_path, monkeypatch, c
         raise OSError(errno.EROFS, "Read-only file system", str(dst))
 
     monkeypatch.setattr(cache_mod.os, "replace", read_only)
-    with caplog.at_level(logging.WARNING, logger="ser.data.cache"):
+    with caplog.at_level(logging.WARNING, logger="ser.cache"):
         cache.save("second", np.zeros(2))
     assert "Read-only file system" in caplog.text
     assert sorted(p.name for p in cache.dir.iterdir()) == ["first.npy", "spec.json"]

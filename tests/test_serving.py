@@ -17,8 +17,6 @@ from ser.serving.predict import main as predict_main
 from ser.training.checkpoint import load_classifier
 from tests.test_serving_helpers import encode, encode_ffmpeg, tone
 
-pytest_plugins = ["tests.test_serving_helpers"]  # its fixtures: the tiny and real models
-
 
 @pytest.fixture(scope="module")
 def predictor(tiny_checkpoint) -> Predictor:

@@ -29,8 +29,6 @@ from tests.test_serving_helpers import LiveServer, free_port
 pytestmark = [pytest.mark.slow, pytest.mark.real_data]
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"  # the W3C key of an element reference
 
-pytest_plugins = ["tests.test_serving_helpers"]  # its fixtures: the tiny and real models
-
 
 def _browser() -> tuple[str, str]:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")

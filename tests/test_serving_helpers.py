@@ -1,69 +1,19 @@
-"""Shared pieces of the serving tests: a tiny trained checkpoint, encoders, a live server.
+"""Shared pieces of the serving tests: encoders and a live server.
 
-Holds no tests; the serving test modules import its fixtures and helpers.
+Holds no tests; the serving test modules import its helpers (the models they serve are
+conftest.py fixtures).
 """
 
 from __future__ import annotations
 
 import io
-import os
 import socket
 import threading
 import time
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
-import pytest
 import soundfile as sf
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory, generated_data_dir) -> Path:
-    """A real checkpoint from `train(cfg)` on generated tones: trained once per session.
-
-    Several modules import this fixture (each gets its own fixture definition), so the
-    file in the session's base temp dir is what makes it train only once.
-    """
-    from ser.training.train import train
-    from tests.conftest import train_cfg
-
-    root = tmp_path_factory.getbasetemp() / "serving-model"
-    ckpt = root / "run" / "checkpoints" / "best.ckpt"
-    if not ckpt.is_file():
-        cfg = train_cfg(root, generated_data_dir, "augment=none", "logger=none", "test=false",
-                        "trainer.precision=32-true", "trainer.max_epochs=8")
-        train(cfg)
-    assert ckpt.is_file()
-    return ckpt
-
-
-@pytest.fixture(scope="session")
-def real_checkpoint(tmp_path_factory, real_ravdess) -> Path:
-    """A short real fit (RAVDESS fold 3, 3 epochs, no augmentation): trained once per session.
-
-    `SER_SERVE_CKPT` names a checkpoint to use instead (e.g. a full baseline run).
-    """
-    if os.environ.get("SER_SERVE_CKPT"):
-        return Path(os.environ["SER_SERVE_CKPT"])
-    from ser.training.train import train
-    from tests.conftest import train_cfg
-
-    root = tmp_path_factory.getbasetemp() / "serving-real-model"
-    ckpt = root / "run" / "checkpoints" / "best.ckpt"
-    if not ckpt.is_file():
-        cfg = train_cfg(root, real_ravdess.parent, "augment=none", "data.fold=3", "logger=none",
-                        "test=false", "trainer.max_epochs=3")
-        train(cfg)
-    return ckpt
-
-
-@pytest.fixture(scope="session")
-def tiny_onnx(tiny_checkpoint) -> Path:
-    from ser.serving.onnx_export import export_onnx
-
-    out = tiny_checkpoint.with_suffix(".onnx")
-    return out if out.is_file() else export_onnx(tiny_checkpoint, out)
 
 
 def tone(seconds: float = 3.5, sr: int = 16000, freq: float = 450.0, channels: int = 1,

@@ -16,8 +16,6 @@ from tests.test_serving_helpers import LiveServer, encode, encode_ffmpeg, tone
 
 N_REQUESTS, CONCURRENCY = 200, 8
 
-pytest_plugins = ["tests.test_serving_helpers"]  # its fixtures: the tiny and real models
-
 
 def _post(url: str, body: bytes, content_type: str) -> tuple[int, float]:
     request = urllib.request.Request(url, data=body, method="POST",

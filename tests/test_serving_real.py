@@ -14,8 +14,6 @@ from tests.test_serving_helpers import encode_ffmpeg
 
 pytestmark = pytest.mark.real_data
 
-pytest_plugins = ["tests.test_serving_helpers"]  # its fixtures: the tiny and real models
-
 
 @pytest.fixture(scope="module")
 def clips(real_ravdess):

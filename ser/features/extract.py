@@ -1,7 +1,7 @@
 """Featurise clips: load, augment, hand features; cached on disk, computed in worker processes.
 
 Cache layout: `cache_dir/<version>-<hash of the spec fields that version depends on>/
-<sha1 of the file's bytes>.npy` (one `ser.data.cache.ArrayCache` per version), one
+<sha1 of the file's bytes>.npy` (one `ser.cache.ArrayCache` per version), one
 float32 vector per (clip, version). The key holds everything the values depend on, so a
 changed config or a changed file is a miss, and the original's key ignores the
 augmentation parameters. Random draws are seeded by (augment seed, file content,
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ser.data.audio import AudioConfig, AudioError, load_audio
-from ser.data.cache import ArrayCache, cache_dir_name
+from ser.cache import ArrayCache, cache_dir_name
 from ser.data.clip import Clip
 from ser.features.augment import (
     VERSIONS,

@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import PreTrainedModel
 
-from ser.data.cache import ArrayCache
+from ser.cache import ArrayCache
 from ser.models.backbone import (
     InputSpec,
     frame_lengths,

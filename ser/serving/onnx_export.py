@@ -114,13 +114,16 @@ def load_onnx(path: str | Path, threads: int | None = None):
         options.intra_op_num_threads = threads
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        props = session.get_modelmeta().custom_metadata_map
-        meta = CheckpointMeta.from_dict(json.loads(props["ser_meta"]))
-    except KeyError:
-        raise CheckpointError(f"{path}: not a ser ONNX export (no 'ser_meta' metadata)") from None
-    except (ValueError, RuntimeError, OSError) as err:  # onnxruntime's errors are RuntimeErrors
+    except Exception as err:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...)
         first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: not a usable ser ONNX model ({first})") from None
+    props = session.get_modelmeta().custom_metadata_map
+    if "ser_meta" not in props:
+        raise CheckpointError(f"{path}: not a ser ONNX export (no 'ser_meta' metadata)")
+    try:
+        meta = CheckpointMeta.from_dict(json.loads(props["ser_meta"]))
+    except ValueError as err:  # json's errors are ValueErrors too
+        raise CheckpointError(f"{path}: {err}") from None
     names = [i.name for i in session.get_inputs()]
 
     def classify(inputs: dict[str, np.ndarray]) -> np.ndarray:
