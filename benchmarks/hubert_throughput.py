@@ -30,9 +30,10 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ser.training.transformer_module import WaveformClassifier  # noqa: E402
+
 from ser.data.labels import EMOTIONS  # noqa: E402
 from ser.models.hubert import build_finetune_classifier  # noqa: E402
-from ser.training.transformer_module import WaveformClassifier  # noqa: E402
 
 SR = 16000
 H100_SXM_BF16_DENSE_TFLOPS = 989.0

@@ -7,9 +7,10 @@
 For every fold the experiment's config is composed (as `train.py experiment=... data.fold=k`
 would), the torch model is trained with the project's `train(cfg)` (trainer=fp32 or the
 default bf16-mixed), and the Keras twin with `fit_keras` on a datamodule built from the
-same `cfg.data` — the same rows: the torch checkpoint's training mean, class weights and
-test speakers are checked against the Keras datamodule's. The Keras recipe is read from
-the same config (epochs, batch, LR, scheduler and early-stopping patience, L2, network).
+same `cfg.data` (ser.training.keras_fit) — the same rows: the torch checkpoint's training
+mean (its pipeline metadata), class weights and test speakers are checked against the
+Keras datamodule's. The Keras recipe is read from the same config (epochs, batch, LR,
+scheduler and early-stopping patience, L2, network).
 `--keras torch` is the twin with torch's initialisers, loss averaging and Adam epsilon;
 `--keras keras` the same run with Keras's defaults (glorot/zeros, class_weight averaging,
 eps 1e-7), as the twin trained before.
@@ -138,17 +139,19 @@ def check_same_rows(dm, checkpoint: str) -> None:
     """The torch run's training statistics and test speakers are the Keras datamodule's."""
     import torch
 
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    state = ckpt["state_dict"]
-    np.testing.assert_allclose(state["feature_mean"].numpy(), dm.mean, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(state["class_weights"].numpy(), dm.class_weights, rtol=1e-5)
-    assert list(ckpt["ser_meta"]["test_speakers"]) == list(dm.split.test_speakers)
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    meta = ckpt["ser_meta"]
+    np.testing.assert_allclose(np.asarray(meta["pipeline"]["standardise"]["mean"]),
+                               dm.pipeline.standardise.mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ckpt["state_dict"]["class_weights"].numpy(), dm.class_weights,
+                               rtol=1e-5)
+    assert list(meta["training"]["test_speakers"]) == list(dm.split.test_speakers)
 
 
 def run_keras(cfg, dm, recipe: str) -> dict:
     from omegaconf import OmegaConf
 
-    from ser.models.keras_cnn import fit_keras
+    from ser.training.keras_fit import fit_keras
 
     net = OmegaConf.to_container(cfg.model.net, resolve=True)
     for key in ("_target_", "pool_first"):  # pool_first: same function, torch speed-up only

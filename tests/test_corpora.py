@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ser.data.datamodule import FeatureDataModule, balanced_class_weights
+from sklearn.utils.class_weight import compute_class_weight
 
 from ser.data.clip import Clip
 from ser.data.corpora import SCANNERS, load_corpora
@@ -27,6 +27,8 @@ from ser.data.splits import (
 )
 from ser.data.tess import InvalidTessNameError, parse_tess_name, scan_tess
 from ser.evaluation.report import protocol_label
+from ser.features.pipelines import pipeline_from_meta
+from ser.training.datamodule import SERDataModule, balanced_class_weights
 from tests.conftest import (
     make_all_corpora,
     make_crema_d_tree,
@@ -307,21 +309,37 @@ def test_protocol_labels():
 
 # -- datamodule -----------------------------------------------------------------------
 
+DM_ARGS = {"features": {"kind": "hand", "audio": {"offset": 0.6, "duration": 2.5}},
+           "augment": {"versions": ["original"]}, "progress": False, "n_jobs": 1}
 
-def _dm(data_dir: Path, cache: Path, **kwargs) -> FeatureDataModule:
-    args = {"features": {"audio": {"offset": 0.6, "duration": 2.5}},
-            "augment": {"versions": ["original"]}, "progress": False, "n_jobs": 1,
-            "cache_dir": cache, **kwargs}
-    dm = FeatureDataModule(data_dir, **args)
+
+def _dm(data_dir: Path, cache: Path, **kwargs) -> SERDataModule:
+    dm = SERDataModule(data_dir, **{**DM_ARGS, "cache_dir": cache, **kwargs})
     dm.setup("fit")
     return dm
+
+
+def _stage_clips(dm: SERDataModule, stage: str) -> list[Clip]:
+    return [dm.clips[i] for i in dm.stages[stage].clip_index]
+
+
+def test_balanced_class_weights_are_sklearns_with_absent_classes_zero():
+    labels = np.array([0, 0, 0, 0, 2, 2, 3, 5, 5, 5])  # classes 1 and 4 absent
+    weights = balanced_class_weights(labels, 6)
+    present = np.array([0, 2, 3, 5])
+    expected = compute_class_weight("balanced", classes=present, y=labels)
+    np.testing.assert_allclose(weights[present], expected)
+    np.testing.assert_allclose(expected, len(labels) / (4 * np.array([4, 2, 1, 3])))
+    assert weights[1] == weights[4] == 0 and weights.shape == (6,)
+    assert not balanced_class_weights(np.array([], dtype=np.int64), 3).any()
 
 
 def test_class_weights_follow_the_mixture(corpora_dir, tmp_path):
     dm = _dm(corpora_dir, tmp_path, corpora=["ravdess", "tess"])
     assert dm.class_names == EMOTIONS
-    train = [dm.clips[i] for i in dm.tables["train"].clip_index]
+    train = _stage_clips(dm, "train")
     assert {c.corpus for c in train} == {"ravdess", "tess"}
+    assert [EMOTIONS[y] for y in dm.labels("train")] == [c.emotion for c in train]
     counts = Counter(c.emotion for c in train)
     expected = len(train) / (8 * np.array([counts[e] for e in EMOTIONS], dtype=float))
     np.testing.assert_allclose(dm.class_weights, expected)
@@ -346,29 +364,38 @@ def test_cross_corpus_datamodule(corpora_dir, tmp_path):
     split = {"protocol": "cross_corpus", "test_corpora": ["tess"], "n_val_speakers": 4}
     dm = _dm(corpora_dir, tmp_path, corpora=["ravdess"], split=split)
     assert dm.class_names == tuple(e for e in EMOTIONS if e != "calm")
-    test = [dm.clips[i] for i in dm.tables["test"].clip_index]
+    test = _stage_clips(dm, "test")
     assert len(test) == 28 and {c.corpus for c in test} == {"tess"}
-    train = [dm.clips[i] for i in dm.tables["train"].clip_index]
+    assert dm.stages["test"].versions == ["original"] * 28
+    train = _stage_clips(dm, "train")
     assert {c.emotion for c in train} == set(dm.class_names)  # calm left out of training
     meta = dm.metadata()
     assert meta["split"]["tested_corpora"] == ["tess"]
     assert protocol_label(meta["split"]) == "cross-corpus, trained on ravdess, tested on tess"
+    per_class = Counter(c.emotion for c in test)
+    assert meta["test_clips_per_class"] == {e: per_class[e] for e in dm.class_names}
+    assert sum(meta["test_clips_per_class"].values()) == 28 and meta["skipped_files"] == []
     with pytest.raises(ValueError, match="also training corpora"):
-        FeatureDataModule(corpora_dir, corpora=["tess"], split=split)
+        SERDataModule(corpora_dir, corpora=["tess"], split=split, **DM_ARGS)
 
 
 def test_fixed_class_names_keep_a_checkpoints_indices(corpora_dir, tmp_path):
     """Evaluating an 8-class model on CREMA-D: indices stay RAVDESS's, labels shared."""
     split = {"protocol": "cross_corpus", "test_corpora": ["crema_d"]}
-    dm = FeatureDataModule(corpora_dir, corpora=["ravdess"], split=split, class_names=EMOTIONS,
-                           features={"audio": {"offset": 0.6, "duration": 2.5}},
-                           augment={"versions": ["original"]}, progress=False, n_jobs=1,
-                           cache_dir=tmp_path)
+    trained = _dm(corpora_dir, tmp_path, corpora=["ravdess"])
+    # as evaluation builds it: the pipeline, with its statistics, from checkpoint metadata
+    pipeline = pipeline_from_meta(trained.pipeline.meta())
+    dm = SERDataModule(corpora_dir, corpora=["ravdess"], split=split, class_names=EMOTIONS,
+                       pipeline=pipeline, cache_dir=tmp_path,
+                       **{k: v for k, v in DM_ARGS.items() if k in ("progress", "n_jobs")})
     dm.setup("test")
-    assert set(dm.tables) == {"test"} and dm.class_names == EMOTIONS
+    assert set(dm.stages) == {"test"} and dm.class_names == EMOTIONS
+    assert dm.class_weights is None  # no training stage, nothing to weigh
     y = dm.labels("test")
     assert sorted(set(y)) == sorted(EMOTIONS.index(e) for e in
                                     ("angry", "disgust", "fearful", "happy", "neutral", "sad"))
+    counts = dm.metadata()["test_clips_per_class"]
+    assert counts["calm"] == counts["surprised"] == 0 and sum(counts.values()) == len(y)
 
 
 def test_clip_speakers_never_merge_across_corpora():

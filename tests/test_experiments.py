@@ -14,8 +14,7 @@ from omegaconf import OmegaConf, open_dict
 
 from ser.config import REPO_ROOT
 from ser.training.train import train
-from tests.conftest import make_ravdess_tree
-from tests.test_corpora_helpers import make_all_corpora
+from tests.conftest import make_all_corpora, make_ravdess_tree
 
 CONF = REPO_ROOT / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("baseline_*.yaml"))

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -15,13 +19,21 @@ pytest.importorskip("tensorflow", reason="the Keras twin needs the optional 'ker
 
 from ser.models.keras_cnn import (  # noqa: E402
     build_keras_cnn,
-    compile_twin,
-    fit_keras,
     keras_twin_of,
     weighted_cross_entropy,
 )
+from ser.training.keras_fit import compile_twin, fit_keras, predict_proba  # noqa: E402
 
 L2_PARAMS = list(OmegaConf.load(REPO_ROOT / "conf" / "model" / "cnn.yaml").module.l2_params)
+
+
+def test_the_network_module_imports_no_data_evaluation_training_or_tensorflow():
+    """ser.models holds networks only; TensorFlow waits until a twin is built."""
+    code = ("import sys, ser.models.keras_cnn; print(' '.join(sorted(m for m in sys.modules "
+            "if m.startswith(('ser.', 'tensorflow', 'keras')))))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
+                          text=True, check=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert done.stdout.split() == ["ser.models", "ser.models.keras_cnn"]
 
 
 def trained_looking_cnn(n_classes: int = 8, seed: int = 0) -> SeedCNN:
@@ -106,12 +118,12 @@ def test_weighted_loss_averages_as_torch_does():
 
 
 def test_l2_is_the_torch_modules_penalty():
-    """The twin's kernel regularisers give EmotionClassifier's l2 * sum(w^2) on l2_params."""
-    from ser.training.module import EmotionClassifier
+    """The twin's kernel regularisers give SERClassifier's l2 * sum(w^2) on l2_params."""
+    from ser.training.module import SERClassifier
 
     model = trained_looking_cnn(seed=5)
-    module = EmotionClassifier(model, EMOTIONS, optimizer=torch.optim.Adam, l2=1e-4,
-                               l2_params=L2_PARAMS)
+    module = SERClassifier(model, EMOTIONS, optimizer=torch.optim.Adam, l2=1e-4,
+                           l2_params=L2_PARAMS)
     expected = module._l2_penalty().item()
     twin = keras_twin_of(model, 600, l2=1e-4)
     assert expected > 0
@@ -164,11 +176,11 @@ def test_training_step_matches_torch():
 
 
 def test_keras_fit_on_a_datamodule(generated_data_dir, tmp_path):
-    from ser.data.datamodule import FeatureDataModule
+    from ser.training.datamodule import SERDataModule
 
-    dm = FeatureDataModule(generated_data_dir, fold=2, augment={"versions": ["original"]},
-                           features={"audio": {"offset": 0.6, "duration": 2.5}},
-                           cache_dir=tmp_path, progress=False, n_jobs=1)
+    dm = SERDataModule(generated_data_dir, fold=2, augment={"versions": ["original"]},
+                       features={"kind": "hand", "audio": {"offset": 0.6, "duration": 2.5}},
+                       cache_dir=tmp_path, progress=False, n_jobs=1)
     dm.setup("fit")
     result = fit_keras(dm, epochs=2, batch_size=32)
     assert result["epochs"] == 2 and 0 <= result["val/ua_best"] <= 1
@@ -178,3 +190,22 @@ def test_keras_fit_on_a_datamodule(generated_data_dir, tmp_path):
     assert result["model"].optimizer.epsilon == pytest.approx(1e-8)
     test = result["test"]
     assert sum(map(sum, test["confusion"])) == 4 * 8 * 2 and test["classes"] == list(EMOTIONS)
+
+
+class _IdentityTwin:
+    """A stand-in Keras model whose logits are its inputs."""
+
+    def predict(self, x: np.ndarray, batch_size: int, verbose: int) -> np.ndarray:
+        return x
+
+
+def test_test_versions_average_probabilities_as_the_torch_module():
+    """Items with several versions score the mean of their versions' softmax, as
+    SERClassifier.forward does (it returns the log of that mean)."""
+    from ser.training.module import SERClassifier
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 3, 8)).astype(np.float32)
+    module = SERClassifier(torch.nn.Identity(), EMOTIONS)
+    expected = module({"features": torch.from_numpy(x)}).exp().numpy()
+    np.testing.assert_allclose(predict_proba(_IdentityTwin(), x), expected, rtol=1e-5)

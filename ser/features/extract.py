@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ser.data.audio import AudioConfig, AudioError, load_audio
 from ser.cache import ArrayCache, cache_dir_name
+from ser.data.audio import AudioConfig, AudioError, load_audio
 from ser.data.clip import Clip
 from ser.features.augment import (
     VERSIONS,

@@ -1,4 +1,4 @@
-"""The seed's Keras 1D CNN, as a twin of `SeedCNN` (TensorFlow is imported only here).
+"""The seed's Keras 1D CNN, as a twin of `SeedCNN` (TensorFlow is imported only when used).
 
 Same layers and parameter count (50,312) as the seed's notebook, with one deliberate
 difference: the seed's `MaxPool1D(pool, 2, padding="same")` pads asymmetrically (for
@@ -8,22 +8,20 @@ pads k//2 on both sides, so the windows sit one sample apart. The twin pads like
 torch's -inf because the pool follows a ReLU (every value >= 0, so a zero never wins
 over a real one). `pool_padding="keras_same"` builds the seed's exact network.
 
-`copy_torch_weights` moves a trained `SeedCNN` into the twin (parity: same logits), and
-`fit_keras` trains the twin on a `FeatureDataModule`'s rows with the torch recipe. Where
-Keras's defaults differ from torch's, the twin follows torch:
+`copy_torch_weights` moves a trained `SeedCNN` into the twin (parity: same logits). Only
+the network lives here; `ser.training.keras_fit` trains it on a datamodule's rows with the
+torch recipe. Where Keras's defaults differ from torch's, the twin follows torch:
 
 - initialisers (`init="torch"`): torch's Conv/Linear default, kaiming_uniform(a=sqrt(5))
   weights and bias, is U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for both; Keras's default is
   glorot_uniform weights and zero bias (`init="keras"`, the seed's). For the first conv
   (fan_in 5, fan_out 640) glorot's bound is 0.096 against torch's 0.447.
-- class-weighted loss (`loss="torch"`): torch's `cross_entropy(weight=w)` averages as
-  sum(w_y * ce) / sum(w_y) over the batch; Keras's `class_weight` divides by the batch
-  size instead (`loss="keras"`), so the step size moves with the batch's class mix.
-- Adam epsilon 1e-8 (torch) instead of Keras's 1e-7. Keras adds it to sqrt(v), torch to
-  sqrt(v / (1 - beta2^t)), so they still differ early in training (only where gradients
-  are that small).
+- class-weighted loss (`weighted_cross_entropy`): torch's `cross_entropy(weight=w)`
+  averages as sum(w_y * ce) / sum(w_y) over the batch; Keras's `class_weight` divides by
+  the batch size instead, so the step size moves with the batch's class mix.
 - L2 1e-4 * sum(w^2) on the first conv and the first dense kernel, added to the loss: the
-  same in both (`EmotionClassifier._l2_penalty` with `l2_params` of conf/model/cnn.yaml).
+  same in both (`SERClassifier._l2_penalty` with `l2_params` of conf/model/cnn.yaml).
+- Adam's epsilon and the LR schedule belong to the training loop (ser.training.keras_fit).
 
 Not matched: torch's BatchNorm running variance takes the unbiased batch variance, Keras's
 the biased one (a factor 32/31 for the dense layer's batches of 32); torch trains in
@@ -34,7 +32,6 @@ batch, without dropout, the twin's loss and Adam step are torch's.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 from collections.abc import Sequence
@@ -42,22 +39,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ser.evaluation.metrics import confusion_matrix, metrics_from_confusion
-
 if TYPE_CHECKING:  # pragma: no cover
     import keras
 
-    from ser.data.datamodule import FeatureDataModule
     from ser.models.cnn1d import SeedCNN
-
-log = logging.getLogger(__name__)
 
 POOL_PADDINGS = ("torch", "keras_same")
 INITS = ("torch", "keras")
-LOSSES = ("torch", "keras")
 
 
-def _keras() -> Any:
+def load_keras() -> Any:
     """Import Keras on TensorFlow lazily, quietly, and with a clear error if absent."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -90,7 +81,7 @@ def build_keras_cnn(
         raise ValueError(f"pool_padding must be one of {POOL_PADDINGS}, got {pool_padding!r}")
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
-    keras = _keras()
+    keras = load_keras()
     layers = keras.layers
 
     def initialisers(fan_in: int) -> dict[str, Any]:
@@ -139,7 +130,7 @@ def weighted_cross_entropy(class_weights: Sequence[float]) -> Any:
     A Keras loss on integer labels and logits; the weights are applied here, so `fit`
     takes no `class_weight` (whose average divides by the batch size instead).
     """
-    keras = _keras()
+    keras = load_keras()
     ops = keras.ops
     weights = np.asarray(class_weights, dtype=np.float32)
 
@@ -196,109 +187,3 @@ def _np(tensor: Any) -> np.ndarray:
 def _bn_weights(bn: Any) -> list[np.ndarray]:
     """Keras order: gamma, beta, moving mean, moving variance."""
     return [_np(bn.weight), _np(bn.bias), _np(bn.running_mean), _np(bn.running_var)]
-
-
-# -- training -----------------------------------------------------------------------------
-
-
-def standardised_rows(dm: FeatureDataModule, stage: str) -> tuple[np.ndarray, np.ndarray]:
-    """A stage's rows standardised with the training statistics, and their labels."""
-    x = (dm.tables[stage].features - dm.mean) / dm.std
-    return x.astype(np.float32), dm.labels(stage)
-
-
-def unweighted_accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray,
-                        class_names: Sequence[str]) -> dict:
-    """The project's metrics (wa, ua, macro_f1, ...) of `model` on (x, y)."""
-    preds = np.argmax(model.predict(x, batch_size=256, verbose=0), axis=-1)
-    return metrics_from_confusion(confusion_matrix(y, preds, len(class_names)), class_names)
-
-
-def compile_twin(model: keras.Model, class_weights: Sequence[float], lr: float = 1e-3,
-                 loss: str = "torch", epsilon: float = 1e-8) -> dict[int, float] | None:
-    """Compile with Adam(lr, epsilon) and the class-weighted loss; returns what `fit`
-    needs as `class_weight` (None with `loss="torch"`, which weights inside the loss)."""
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    keras = _keras()
-    weights = [float(w) for w in class_weights]
-    if loss == "torch":
-        loss_fn, fit_weights = weighted_cross_entropy(weights), None
-    else:
-        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        fit_weights = dict(enumerate(weights))
-    model.compile(optimizer=keras.optimizers.Adam(lr, epsilon=epsilon), loss=loss_fn)
-    return fit_weights
-
-
-def fit_keras(
-    dm: FeatureDataModule,
-    epochs: int = 25,
-    batch_size: int = 32,
-    lr: float = 1e-3,
-    patience: int = 6,
-    lr_patience: int = 3,
-    seed: int = 42,
-    pool_padding: str = "torch",
-    net: dict | None = None,
-    init: str = "torch",
-    loss: str = "torch",
-    epsilon: float = 1e-8,
-    min_lr: float = 1e-6,
-) -> dict[str, Any]:
-    """Train the twin with the torch recipe: Adam (eps 1e-8), balanced class weights
-    averaged as torch does, L2 1e-4, torch's initialisers, LR halved after `lr_patience`
-    epochs and early stopping after `patience` epochs without a better validation UA; the
-    best-validation-UA weights are tested.
-
-    `init="keras"`, `loss="keras"`, `epsilon=1e-7` give Keras's defaults instead (the
-    seed's own recipe). `dm` must be set up ("fit"). Returns val/test metrics, the number
-    of epochs run and the model.
-    """
-    keras = _keras()
-    keras.utils.set_random_seed(seed)
-    x_train, y_train = standardised_rows(dm, "train")
-    x_val, y_val = standardised_rows(dm, "val")
-    model = build_keras_cnn(x_train.shape[1], dm.n_classes, pool_padding=pool_padding,
-                            init=init, **(net or {}))
-    fit_weights = compile_twin(model, dm.class_weights, lr, loss=loss, epsilon=epsilon)
-    tracker = _BestValUA(keras, x_val, y_val, dm.class_names, patience, lr_patience, min_lr)
-    model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, verbose=0, shuffle=True,
-              class_weight=fit_weights, callbacks=[tracker.callback])
-    model.set_weights(tracker.best_weights)
-    x_test, y_test = standardised_rows(dm, "test")
-    test = unweighted_accuracy(model, x_test, y_test, dm.class_names)
-    return {"val/ua_best": tracker.best_ua, "test": test, "epochs": tracker.epochs,
-            "history": tracker.history, "model": model}
-
-
-class _BestValUA:
-    """Validation UA each epoch: keeps the best weights, halves the LR, stops early."""
-
-    def __init__(self, keras: Any, x: np.ndarray, y: np.ndarray, classes: Sequence[str],
-                 patience: int, lr_patience: int, min_lr: float = 1e-6) -> None:
-        self.best_ua, self.best_weights, self.epochs = -1.0, None, 0
-        self.history: list[dict[str, float]] = []  # per epoch: val UA and the LR it ran with
-        self._since_best = self._since_lr = 0
-        tracker = self
-
-        class Callback(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-                tracker.epochs = epoch + 1
-                ua = unweighted_accuracy(self.model, x, y, classes)["ua"]
-                lr = self.model.optimizer.learning_rate
-                tracker.history.append({"val_ua": ua, "lr": float(lr.numpy())})
-                log.info("keras epoch %d: val UA %.4f (best %.4f)", epoch + 1, ua, tracker.best_ua)
-                if ua > tracker.best_ua:
-                    tracker.best_ua, tracker.best_weights = ua, self.model.get_weights()
-                    tracker._since_best = tracker._since_lr = 0
-                    return
-                tracker._since_best += 1
-                tracker._since_lr += 1
-                if tracker._since_lr > lr_patience:  # as torch's ReduceLROnPlateau counts
-                    lr.assign(max(float(lr.numpy()) * 0.5, min_lr))
-                    tracker._since_lr = 0
-                if tracker._since_best >= patience:
-                    self.model.stop_training = True
-
-        self.callback = Callback()
