@@ -1,6 +1,10 @@
 """Serving latency for one 3.5 s clip: features + model (the README figure), and end to end.
 
     python benchmarks/serve_latency.py CKPT [--clip FILE] [--repeats 200] [--threads 1]
+    python benchmarks/serve_latency.py --random-distilhubert [--repeats 50]
+
+`--random-distilhubert` serves a distilhubert-sized HuBERT classifier with random weights
+(the architecture is known offline; no training), written to a temporary checkpoint.
 
 Stages, each timed `--repeats` times (taking turns) after 10 untimed warm-up calls:
   features+model   the decoded 3.5 s waveform -> probabilities (window crop, resampling,
@@ -89,9 +93,26 @@ def measure(stages: dict[str, Callable[[], object]], repeats: int) -> dict[str, 
                     float(np.median(cpu[label]))) for label in stages}
 
 
+def random_distilhubert(folder: Path) -> Path:
+    """A checkpoint of a HuBERT classifier of distilhubert's size, random weights."""
+    from ser.data.labels import EMOTIONS
+    from ser.features.pipelines import WaveformPipeline
+    from ser.models.hubert import build_finetune_classifier
+    from ser.training.checkpoint import save_classifier
+    from ser.training.module import SERClassifier
+
+    net = build_finetune_classifier(EMOTIONS, {"name_or_path": "ntu-spml/distilhubert",
+                                               "pretrained": False})
+    model = SERClassifier(net, EMOTIONS)
+    model.attach("hubert", WaveformPipeline(), {"note": "random-init latency benchmark"})
+    return save_classifier(model.eval(), folder / "distilhubert-random.ckpt")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("ckpt", type=Path)
+    parser.add_argument("ckpt", type=Path, nargs="?", default=None)
+    parser.add_argument("--random-distilhubert", action="store_true",
+                        help="serve a random-init distilhubert-sized classifier instead")
     parser.add_argument("--clip", type=Path, default=None)
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
@@ -101,15 +122,18 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     audio, sr, name = load_clip(args.clip)
-    predictor = Predictor.load(args.ckpt)
     wav = io.BytesIO()
     sf.write(wav, audio, sr, format="WAV", subtype="PCM_16")
     webm = webm_bytes(audio, sr)
     with tempfile.TemporaryDirectory() as tmp:
         from ser.serving.onnx_export import export_onnx, load_onnx
 
-        classify, _ = load_onnx(export_onnx(args.ckpt, Path(tmp) / "model.onnx"), args.threads)
-        onnx = Predictor(classify, predictor.class_names, predictor.settings, predictor.info)
+        ckpt = random_distilhubert(Path(tmp)) if args.random_distilhubert else args.ckpt
+        if ckpt is None:
+            parser.error("give a checkpoint, or --random-distilhubert")
+        predictor = Predictor.load(ckpt)
+        classify, _ = load_onnx(export_onnx(ckpt, Path(tmp) / "model.onnx"), args.threads)
+        onnx = Predictor(classify, predictor.class_names, predictor.pipeline, predictor.info)
         stages = {
             "features+model (torch)": lambda: predictor.predict_waveform(audio, sr),
             "features+model (onnxruntime)": lambda: onnx.predict_waveform(audio, sr),

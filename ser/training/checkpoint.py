@@ -77,6 +77,16 @@ def classifier_from_meta(path: str | Path, meta: CheckpointMeta,
     return model.eval()
 
 
+def save_classifier(model: SERClassifier, path: str | Path) -> Path:
+    """A minimal checkpoint (weights and metadata, no training state) that loads as any
+    trained one does: for models built outside a training run."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": model.state_dict(), "ser_meta": model.checkpoint_meta().to_dict()},
+               path)
+    return path
+
+
 def _short(err: Exception) -> str:
     text = " ".join(str(err).split()) or type(err).__name__
     return text if len(text) <= 300 else text[:297] + "..."

@@ -52,15 +52,14 @@ def datamodule_for(model: SERClassifier, data_cfg: DictConfig | None,
 
 def test_and_report(trainer: L.Trainer, model: SERClassifier, datamodule: SERDataModule,
                     out_dir: Path, ckpt_path: str | None = None,
-                    checkpoint_label: str = "") -> dict[str, dict]:
-    """Test (and each extra test set), write the report; {set name: metrics}."""
+                    checkpoint_label: str = "") -> dict[str, Any]:
+    """Test (and each extra test set), write the report; returns what metrics.json holds
+    (the test set's metrics, and each extra test set's under its name)."""
     protocol = datamodule.metadata()["split"]
     main = _test(trainer, model, datamodule.test_dataloader(), ckpt_path)
-    results = {"test": main}
     extra = {}
     for name, loader in datamodule.extra_test_sets().items():
         scored = _test(trainer, model, loader, ckpt_path)
-        results[name] = scored
         extra[name] = {**scored["metrics"], "protocol": fallback_label(protocol)}
     rows = datamodule.test_rows()
     scored_rows = [rows[i] for i in main["index"]]
@@ -69,9 +68,8 @@ def test_and_report(trainer: L.Trainer, model: SERClassifier, datamodule: SERDat
         info["partial"] = (f"PARTIAL test: {len(scored_rows)} of {len(rows)} test items "
                            f"scored (limit_test_batches or fast_dev_run)")
         log.warning("%s", info["partial"])
-    write_report(out_dir, main["metrics"], scored_rows, main["probs"], protocol=protocol,
-                 checkpoint=checkpoint_label, extra=info)
-    return {name: r["metrics"] for name, r in results.items()}
+    return write_report(out_dir, main["metrics"], scored_rows, main["probs"], protocol=protocol,
+                        checkpoint=checkpoint_label, extra=info)
 
 
 def _test(trainer: L.Trainer, model: SERClassifier, loader: Any,
@@ -93,11 +91,11 @@ def evaluate(cfg: DictConfig) -> dict:
     trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=False,
                         enable_model_summary=False)
     out_dir = Path(cfg.paths.output_dir)
-    results = test_and_report(trainer, model, datamodule, out_dir,
-                              checkpoint_label=str(cfg.ckpt_path))
-    log.info("%s", json.dumps({k: results["test"][k] for k in ("wa", "ua", "macro_f1")}))
+    report = test_and_report(trainer, model, datamodule, out_dir,
+                             checkpoint_label=str(cfg.ckpt_path))
+    log.info("%s", json.dumps({k: report[k] for k in ("wa", "ua", "macro_f1", "protocol")}))
     log.info("report written to %s", out_dir)
     if data_cfg is not None:
         (out_dir / "data_config.yaml").write_text(OmegaConf.to_yaml(data_cfg))
-    return results["test"]
+    return report
 

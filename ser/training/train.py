@@ -56,10 +56,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics.update(_best_val(trainer))
     out_dir = Path(cfg.paths.output_dir)
     if cfg.get("test", True):
-        results = test_and_report(_test_trainer(cfg, loggers), model, datamodule, out_dir,
+        report = test_and_report(_test_trainer(cfg, loggers), model, datamodule, out_dir,
                                   ckpt_path,
                                   checkpoint_label=ckpt_path)
-        for name, result in results.items():
+        sets = {"test": report, **{k: v for k, v in report.items()
+                                   if isinstance(v, dict) and "ua" in v}}
+        for name, result in sets.items():
             metrics.update({f"{name}/{k}": result[k] for k in ("wa", "ua", "macro_f1")})
         _export(cfg, model, out_dir)
     Path(cfg.paths.output_dir, "train_metrics.json").write_text(json.dumps(metrics, indent=2))
