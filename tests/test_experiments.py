@@ -145,9 +145,12 @@ def test_optuna_search_runs_trials_on_validation_only(tmp_path):
                          timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     results = OmegaConf.load(sweep_dir / "optimization_results.yaml")
-    assert results.n_complete == 2 and 0 <= results.best_value <= 1
+    assert results.n_complete == 2
     assert set(results.best_params) >= {"model.module.optimizer.lr", "data.batch_size"}
+    best = []
     for trial in ("0", "1"):
         metrics = json.loads((sweep_dir / trial / "train_metrics.json").read_text())
-        assert "val/ua_best" in metrics and not any(k.startswith("test/") for k in metrics)
+        assert not any(k.startswith("test/") for k in metrics)
         assert not (sweep_dir / trial / "metrics.json").exists()  # no test report at all
+        best.append(metrics["val/ua_best"])
+    assert results.best_value == pytest.approx(max(best))  # the sweep maximised validation UA

@@ -183,7 +183,7 @@ def test_keras_fit_on_a_datamodule(generated_data_dir, tmp_path):
                        cache_dir=tmp_path, progress=False, n_jobs=1)
     dm.setup("fit")
     result = fit_keras(dm, epochs=2, batch_size=32)
-    assert result["epochs"] == 2 and 0 <= result["val/ua_best"] <= 1
+    assert result["epochs"] == 2
     assert len(result["history"]) == 2
     assert max(h["val_ua"] for h in result["history"]) == result["val/ua_best"]
     assert result["history"][0]["lr"] == pytest.approx(1e-3)
