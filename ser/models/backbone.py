@@ -15,6 +15,10 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import types
+from collections import OrderedDict
+from collections.abc import Hashable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,7 @@ from urllib.parse import urlparse
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from transformers import (
     AutoConfig,
     AutoFeatureExtractor,
@@ -166,29 +171,38 @@ def load_backbone(
     pretrained: bool = True,
     head: bool = False,
     config: dict[str, Any] | None = None,
+    attn_implementation: str | None = None,
     **model_kwargs: Any,
 ) -> tuple[PreTrainedModel, InputSpec]:
     """The model (`head`: with its audio-classification head) and its input settings.
 
     `config` holds changes to the backbone's config (dropouts, layerdrop, ...);
     `model_kwargs` go to the head's config (num_labels, id2label, ...).
+    `attn_implementation` ("sdpa", "eager", ...; None: transformers' default, which is
+    "sdpa" for the wav2vec2 family) picks the attention kernel; it is not saved in the
+    config, so callers that rebuild the model keep it themselves.
     """
     cfg = load_config(name_or_path, pretrained, **dict(config or {}), **model_kwargs)
     auto = AutoModelForAudioClassification if head else AutoModel
+    attn = {"attn_implementation": attn_implementation} if attn_implementation else {}
     if pretrained:
         # a base checkpoint has no classifier weights: those start random (and say so)
         extra = {"ignore_mismatched_sizes": True} if head else {}  # a head for other labels
-        model = _from_hub(auto.from_pretrained, name_or_path, pretrained, config=cfg, **extra)
+        model = _from_hub(auto.from_pretrained, name_or_path, pretrained, config=cfg,
+                          **extra, **attn)
     else:
-        model = auto.from_config(cfg)
+        model = auto.from_config(cfg, **attn)
     return model, load_input_spec(name_or_path, cfg)
 
 
-def model_from_config(config: dict[str, Any], head: bool) -> PreTrainedModel:
+def model_from_config(
+    config: dict[str, Any], head: bool, attn_implementation: str | None = None
+) -> PreTrainedModel:
     """Rebuild a model (random weights) from `config.to_dict()`, e.g. to load a checkpoint."""
     cfg = dict(config)
     cfg = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
-    return (AutoModelForAudioClassification if head else AutoModel).from_config(cfg)
+    attn = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    return (AutoModelForAudioClassification if head else AutoModel).from_config(cfg, **attn)
 
 
 # -- shared tensor helpers ---------------------------------------------------------------
@@ -237,3 +251,128 @@ def weights_digest(module: nn.Module) -> str:
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+# -- fine-tuning speed: each the same function as transformers' own, within tolerance ------
+
+POS_CONV_IMPLS = ("native", "channels_last", "matmul")
+
+
+def grouped_conv1d(
+    x: torch.Tensor, conv: nn.Conv1d, impl: str = "native"
+) -> torch.Tensor:
+    """`conv(x)` for x (B, C, T), computed by one of three equivalent kernels.
+
+    "channels_last" runs it as a 2-D conv on a (B, C, 1, T) NHWC view: x usually is the
+    transpose of a (B, T, C) tensor, so that view needs no copy, and cuDNN has faster
+    bf16 kernels for NHWC grouped convs. "matmul" unfolds the windows and does one batched
+    matmul per group (more memory: B*T*C*K elements, kept for the backward).
+    """
+    weight, bias = conv.weight, conv.bias  # weight-norm parametrisation evaluated once
+    (pad,), groups = conv.padding, conv.groups
+    if impl == "native":
+        return F.conv1d(x, weight, bias, padding=pad, groups=groups)
+    if impl == "channels_last":
+        x4 = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+        w4 = weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+        return F.conv2d(x4, w4, bias, padding=(0, pad), groups=groups).squeeze(2)
+    if impl == "matmul":
+        return _grouped_conv1d_matmul(x, weight, bias, pad, groups)
+    raise ValueError(f"pos_conv must be one of {POS_CONV_IMPLS}, got {impl!r}")
+
+
+def _grouped_conv1d_matmul(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, pad: int, groups: int
+) -> torch.Tensor:
+    if torch.is_autocast_enabled(x.device.type):  # unfold in the matmul's dtype: half the bytes
+        x = x.to(torch.get_autocast_dtype(x.device.type))
+    b, c, _ = x.shape
+    c_out, cg, k = weight.shape
+    cols = F.pad(x, (pad, pad)).unfold(2, k, 1)  # (B, C, T', K), a view
+    t = cols.shape[2]
+    cols = cols.reshape(b, groups, cg, t, k).permute(1, 0, 3, 2, 4).reshape(groups, b * t, cg * k)
+    w = weight.reshape(groups, c_out // groups, cg * k).transpose(1, 2)
+    y = torch.bmm(cols, w.to(cols.dtype))  # (G, B*T', C_out/G)
+    y = y.reshape(groups, b, t, -1).permute(1, 0, 3, 2).reshape(b, c_out, t)
+    return y if bias is None else y + bias.to(y.dtype)[:, None]
+
+
+def _pos_conv_forward(self: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
+    """transformers' *PositionalConvEmbedding.forward, with the conv by `grouped_conv1d`."""
+    x = hidden_states.transpose(1, 2)
+    if getattr(self, "batch_norm", None) is not None:
+        x = self.batch_norm(x)
+    x = self.activation(self.padding(grouped_conv1d(x, self.conv, self._ser_pos_conv)))
+    return x.transpose(1, 2)
+
+
+def set_pos_conv(model: PreTrainedModel, impl: str) -> None:
+    """Pick the kernel of the encoder's positional conv; "native" is transformers' own.
+
+    Replaces only the module's forward (weights and state-dict keys stay as they are).
+    """
+    if impl not in POS_CONV_IMPLS:
+        raise ValueError(f"pos_conv must be one of {POS_CONV_IMPLS}, got {impl!r}")
+    pos = model.base_model.encoder.pos_conv_embed
+    pos.__dict__.pop("forward", None)
+    if impl != "native":
+        pos._ser_pos_conv = impl
+        pos.forward = types.MethodType(_pos_conv_forward, pos)
+
+
+@contextmanager
+def given_features(feature_encoder: nn.Module, features: torch.Tensor) -> Iterator[None]:
+    """Within the block the conv feature encoder returns `features` instead of running.
+
+    So the base model's own forward (masks, SpecAugment, hidden-state capture) runs on
+    features computed (or cached) outside it.
+    """
+    feature_encoder.forward = lambda *args, **kwargs: features
+    try:
+        yield
+    finally:
+        del feature_encoder.forward
+
+
+class FeatureCache:
+    """A bounded LRU of frozen conv-encoder outputs, on whichever device they were made.
+
+    Keys are whatever the caller makes unique to the value (clip, padded length, dtype).
+    Values over `max_bytes` on their own are not kept.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = int(max_bytes)
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._store: OrderedDict[Hashable, torch.Tensor] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def get(self, key: Hashable) -> torch.Tensor | None:
+        value = self._store.get(key)
+        if value is None:
+            self.misses += 1
+            return None
+        self._store.move_to_end(key)
+        self.hits += 1
+        return value
+
+    def put(self, key: Hashable, value: torch.Tensor) -> None:
+        size = value.numel() * value.element_size()
+        if size > self.max_bytes:
+            return
+        old = self._store.pop(key, None)
+        if old is not None:
+            self.bytes -= old.numel() * old.element_size()
+        self._store[key] = value
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, evicted = self._store.popitem(last=False)
+            self.bytes -= evicted.numel() * evicted.element_size()
+
+    def clear(self) -> None:
+        self._store.clear()
+        self.bytes = 0
