@@ -159,6 +159,8 @@ class FinetuneClassifier(nn.Module):
         """One (B, C, T) batch from cached rows and freshly computed ones."""
         if fresh is not None and len(miss) == len(found):
             feats = fresh
+        elif fresh is None and not self._length_free:  # all hit, all of the batch's width
+            return torch.stack(found)
         else:
             ref = fresh if fresh is not None else next(f for f in found if f is not None)
             t = int(frame_lengths(self.model, lengths.new_tensor([x.shape[1]]))[0])
