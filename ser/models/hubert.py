@@ -97,6 +97,12 @@ class FinetuneClassifier(nn.Module):
         keys: Sequence[str | None] | None = None,
     ) -> torch.Tensor:
         """`keys` name each clip's samples (None: a one-off, e.g. augmented, clip)."""
+        if self._hears_padding(waves, lengths):
+            # a backbone given no padding mask hears the padding (group norm over time):
+            # evaluated, each clip runs alone at its own length, exactly as it is served
+            return torch.cat([
+                self(waves[i : i + 1, :n], lengths[i : i + 1], keys[i : i + 1] if keys else None)
+                for i, n in enumerate(lengths.tolist())])
         x = normalise(waves, lengths) if self.inputs.do_normalize else waves
         mask = sample_mask(lengths, x.shape[1]).long() if self.inputs.attention_mask else None
         weighted = bool(self.model.config.use_weighted_layer_sum)
@@ -115,6 +121,12 @@ class FinetuneClassifier(nn.Module):
         hidden = self.model.projector(hidden)
         frames = sample_mask(frame_lengths(self.model, lengths), hidden.shape[1])
         return self.model.classifier(self.dropout(masked_mean(hidden, frames)))
+
+    def _hears_padding(self, waves: torch.Tensor, lengths: torch.Tensor) -> bool:
+        """Evaluation of a padded batch by a backbone that takes no padding mask (an export
+        traces one graph: its served windows share one length)."""
+        return (not self.training and not self.inputs.attention_mask
+                and not torch.compiler.is_compiling() and bool((lengths < waves.shape[1]).any()))
 
     # --- the frozen conv encoder: outside autograd, and cached per clip ----------------
     def _features(
