@@ -240,6 +240,15 @@ def test_an_m4a_cut_in_half_is_truncated_not_not_audio(m4a, client):
     assert decode_audio(m4a).format == "mp4/aac"
 
 
+def test_a_flac_cut_between_frames_is_truncated():
+    samples, sr = real_clip()
+    flac = encode(samples, sr, "FLAC")
+    code, message = _code(flac[: flac.rfind(b"\xff\xf8")])  # at the last frame's sync code
+    assert code == "truncated"
+    assert message == (f"the flac/pcm_16 data is truncated or corrupt: it ends before the "
+                       f"{len(samples)} samples its header declares")
+
+
 # --- 4. speech by energy ------------------------------------------------------------
 
 

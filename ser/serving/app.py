@@ -4,7 +4,8 @@
 
 POST /api/predict takes the raw audio as the request body (what MediaRecorder or a file
 input gives, with its content type) and answers the prediction as JSON. Bad input gets
-`{"error": code, "detail": message}` with a 4xx status, never a made-up emotion.
+`{"error": code, "detail": message}` with a 4xx status, never a made-up emotion. Only
+requests for the host names it serves are answered (421 otherwise: no DNS rebinding).
 """
 
 from __future__ import annotations

@@ -293,9 +293,11 @@ def _read_sndfile(f: sf.SoundFile, fmt: str, max_seconds: float | None) -> np.nd
         try:
             chunk = f.read(max(f.samplerate, 1024), dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError) as err:
-            raise InputError(
-                "truncated", f"the {fmt} data is truncated or corrupt: {_sf_reason(err)}"
-            ) from None
+            reason = _sf_reason(err)
+            if "fseek" in reason:  # soundfile seeks past what it read: the data ran out
+                reason = f"it ends before the {f.frames} samples its header declares"
+            raise InputError("truncated", f"the {fmt} data is truncated or corrupt: {reason}") \
+                from None
         if not len(chunk):
             break
         chunks.append(chunk)
@@ -339,7 +341,8 @@ def _decode_ffmpeg(data: bytes, kind: str, max_seconds: float | None) -> Decoded
         av.logging.set_level(av.logging.WARNING)  # so ffmpeg's warnings reach the capture
     with av.logging.Capture(local=True) as logs:
         try:  # the demuxer named, never probed: no playlists, no concat scripts
-            container = av.open(io.BytesIO(data), mode="r", format=_DEMUXER[kind])
+            container = av.open(io.BytesIO(data), mode="r", format=_DEMUXER[kind],
+                                metadata_errors="replace")  # tags of any bytes
         except av.error.FFmpegError as err:
             raise InputError("not_audio", f"not readable {NAMES[kind]} data "
                                           f"({err.strerror or type(err).__name__})") from None
@@ -353,6 +356,9 @@ def _decode_container(container, logs: list, max_seconds: float | None) -> Decod
         raise InputError("not_audio", f"the {container.format.name} data has no audio stream "
                                       f"({kinds})")
     stream = container.streams.audio[0]
+    if stream.codec_context is None:  # a codec id ffmpeg has no decoder for
+        raise InputError("not_audio", f"the {container.format.name} data's audio stream has a "
+                                      "codec that cannot be decoded")
     fmt = f"{container.format.name}/{stream.codec_context.name}"
     declared = container.duration / 1e6 if container.duration else None  # µs
     if declared is not None:
