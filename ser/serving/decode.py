@@ -28,6 +28,7 @@ NAMES = {"wav": "WAV", "flac": "FLAC", "ogg": "Ogg", "matroska": "WebM/Matroska"
 _SNDFILE = {"wav": ("WAV", "WAVEX", "RF64"), "flac": ("FLAC",), "ogg": ("OGG",),
             "mp3": ("MP3", "MPEG")}
 _DEMUXER = {"flac": "flac", "ogg": "ogg", "matroska": "matroska", "mp4": "mp4", "mp3": "mp3"}
+_DEMUXER_OPTIONS = {"mp4": {"enable_drefs": "0"}}  # never follow references to other files
 MAX_AMPLITUDE = 1e3  # float PCM's full scale is 1.0; far beyond it is garbage, not audio
 
 
@@ -342,6 +343,7 @@ def _decode_ffmpeg(data: bytes, kind: str, max_seconds: float | None) -> Decoded
     with av.logging.Capture(local=True) as logs:
         try:  # the demuxer named, never probed: no playlists, no concat scripts
             container = av.open(io.BytesIO(data), mode="r", format=_DEMUXER[kind],
+                                container_options=_DEMUXER_OPTIONS.get(kind, {}),
                                 metadata_errors="replace")  # tags of any bytes
         except av.error.FFmpegError as err:
             raise InputError("not_audio", f"not readable {NAMES[kind]} data "
