@@ -23,8 +23,6 @@ from ser.serving.app import Limits, create_app
 from tests.conftest import real_data_dir
 from tests.test_serving_helpers import LiveServer
 
-pytest_plugins = ["tests.test_serving_helpers"]  # tiny_checkpoint
-
 pytestmark = [pytest.mark.slow, pytest.mark.real_data]
 SEED = 20240611
 CASES_PER_FORMAT = 80  # 480 requests

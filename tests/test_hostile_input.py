@@ -23,8 +23,6 @@ from ser.serving.predict import main as predict_main
 from tests.conftest import real_data_dir
 from tests.test_serving_helpers import encode
 
-pytest_plugins = ["tests.test_serving_helpers"]  # tiny_checkpoint
-
 pytestmark = pytest.mark.real_data
 CLIP = "Actor_01/03-01-05-01-01-01-01.flac"  # angry, 3.6 s
 
