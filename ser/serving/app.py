@@ -4,7 +4,8 @@
 
 POST /api/predict takes the raw audio as the request body (what MediaRecorder or a file
 input gives, with its content type) and answers the prediction as JSON. Bad input gets
-`{"error": code, "detail": message}` with a 4xx status, never a made-up emotion.
+`{"error": code, "detail": message}` with a 4xx status, never a made-up emotion. Only
+requests for the host names it serves are answered (421 otherwise: no DNS rebinding).
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,8 @@ OTHER_AUDIO_TYPES = frozenset({
     "application/octet-stream",
 })
 # InputError codes that are not 422 (Unprocessable Content)
-STATUS = {"empty": 400, "too_long": 413}
+STATUS = {"empty": 400, "too_long": 413, "unsupported_format": 415}
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,13 @@ class Limits:
     max_seconds: float = 60.0  # decoded recording
     concurrency: int = 2  # predictions at once; more wait (the CPU is the limit anyway)
 
+    def __post_init__(self) -> None:
+        # 0 predictions at once would make every request (and shutdown) wait forever
+        for name in ("max_bytes", "max_seconds", "concurrency"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"Limits.{name} must be positive, got {value}")
+
 
 class ApiError(Exception):
     def __init__(self, status: int, code: str, detail: str) -> None:
@@ -54,10 +64,80 @@ class ApiError(Exception):
         self.status, self.code, self.detail = status, code, detail
 
 
-def create_app(predictor: Predictor, limits: Limits | None = None) -> FastAPI:
+@dataclass(frozen=True)
+class HostPolicy:
+    """The Host headers the server answers. A page on loopback must not answer a DNS name
+    that an attacker's site has pointed at 127.0.0.1 (DNS rebinding): the browser would
+    treat the server as part of that site."""
+
+    names: frozenset[str]
+    any_address: bool = False  # bound to all interfaces: any IP literal (no DNS to rebind)
+
+    @classmethod
+    def serving(cls, host: str, extra: Iterable[str] = ()) -> HostPolicy:
+        """The bound host, `extra` names, and localhost/127.0.0.1/[::1] on loopback."""
+        names = {n for n in map(host_name, [host, *extra]) if n}
+        if _is_loopback(host):
+            names |= LOOPBACK_NAMES
+        return cls(frozenset(names), any_address=host in ("0.0.0.0", "::", ""))
+
+    def allows(self, header: str | None) -> bool:
+        name = host_name(header) if header else None
+        if name is None:
+            return False
+        return name in self.names or (self.any_address and _is_address(name.strip("[]")))
+
+
+def host_name(value: str) -> str | None:
+    """A Host header's (or bind address's) name, lower case, without port; IPv6 in
+    brackets: 'LocalHost:8000' -> 'localhost', '::1' -> '[::1]'. None if malformed."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        name, _, port = value[1:].partition("]")
+        if port and not (port.startswith(":") and port[1:].isdigit()):
+            return None
+        return f"[{name}]"
+    if value.count(":") > 1:  # a bare IPv6 address
+        return f"[{value}]"
+    name, colon, port = value.partition(":")
+    if colon and not port.isdigit():
+        return None
+    return name.rstrip(".") or None
+
+
+class _HostCheck:
+    """ASGI middleware: a request for a host the server does not serve is answered 421
+    before any route runs (and before its body is read)."""
+
+    def __init__(self, app: Callable, policy: HostPolicy) -> None:
+        self.app, self.policy = app, policy
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http":
+            host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), None)
+            if not self.policy.allows(host):
+                await _host_error(host, self.policy)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _host_error(host: str | None, policy: HostPolicy) -> JSONResponse:
+    served = ", ".join(sorted(policy.names)) + (" or an IP address" if policy.any_address else "")
+    if host is None:
+        return _error(400, "bad_host", f"the request has no Host header; this server answers "
+                                       f"for {served}")
+    return _error(421, "bad_host", f"this server does not answer for host {host[:100]!r}, "
+                                   f"only for {served}")
+
+
+def create_app(
+    predictor: Predictor, limits: Limits | None = None, hosts: HostPolicy | None = None
+) -> FastAPI:
+    """The page and the API; `hosts` defaults to the loopback names."""
     limits = limits or Limits()
     predictor.warm_up()
     app = FastAPI(title="ser", docs_url=None, redoc_url=None)
+    app.add_middleware(_HostCheck, policy=hosts or HostPolicy.serving("127.0.0.1"))
     app.state.predictor, app.state.limits = predictor, limits
     app.state.limiter = None  # an anyio CapacityLimiter, made inside the event loop
     _add_error_handlers(app)
@@ -156,16 +236,41 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("model", type=Path, help="checkpoint (.ckpt) or ONNX export (.onnx)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: loopback only)")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--max-seconds", type=float, default=Limits.max_seconds,
+    parser.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                        help="another host name the server is reached by (repeatable); it "
+                        "answers only for --host and these (and loopback names on loopback)")
+    parser.add_argument("--port", type=_port, default=8000)
+    parser.add_argument("--max-seconds", type=_positive(float), default=Limits.max_seconds,
                         help="longest recording accepted (seconds)")
-    parser.add_argument("--max-mb", type=float, default=Limits.max_bytes / 2**20,
+    parser.add_argument("--max-mb", type=_positive(float), default=Limits.max_bytes / 2**20,
                         help="largest request body accepted (MiB)")
-    parser.add_argument("--concurrency", type=int, default=Limits.concurrency,
+    parser.add_argument("--concurrency", type=_positive(int), default=Limits.concurrency,
                         help="predictions computed at once")
-    parser.add_argument("--hop", type=float, default=None,
+    parser.add_argument("--hop", type=_positive(float), default=None,
                         help="seconds between windows of long recordings (default: window length)")
     return parser
+
+
+def _positive(kind: type) -> Callable[[str], float]:
+    """An argparse type: a finite number above 0 (0 workers or a 0 s hop never finish)."""
+    what = "whole number" if kind is int else "number"
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
+            raise argparse.ArgumentTypeError(f"must be a positive {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _port(text: str) -> int:
+    if not (text.isdigit() and 1 <= int(text) <= 65535):
+        raise argparse.ArgumentTypeError(f"must be a port number 1-65535, got {text!r}")
+    return int(text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -181,17 +286,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not _is_loopback(args.host):
         log.warning("listening on %s: reachable beyond this machine, and browsers allow the "
                     "microphone only on https or localhost", args.host)
-    limits = Limits(int(args.max_mb * 2**20), args.max_seconds, args.concurrency)
+    limits = Limits(math.ceil(args.max_mb * 2**20), args.max_seconds, args.concurrency)
+    hosts = HostPolicy.serving(args.host, args.allowed_host)
     log.info("serving %s on http://%s:%d/", predictor.name, args.host, args.port)
-    uvicorn.run(create_app(predictor, limits), host=args.host, port=args.port, log_level="info")
+    uvicorn.run(create_app(predictor, limits, hosts), host=args.host, port=args.port,
+                log_level="info")
     return 0
 
 
 def _is_loopback(host: str) -> bool:
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
-        return host == "localhost"
+        return host.lower() == "localhost"
+
+
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 if __name__ == "__main__":
