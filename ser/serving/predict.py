@@ -166,7 +166,7 @@ class Predictor:
             spans = self.pipeline.windows(len(mono), sample_rate, self.hop)
         except AudioError as err:
             raise InputError(getattr(err, "code", "bad_audio"), str(err)) from None
-        check_not_silent(mono[spans[0][0]:])
+        check_not_silent(mono[spans[0][0]:], sample_rate)
         probs = self.window_probabilities(mono, sample_rate, spans)
         windows = [
             WindowPrediction(s / sample_rate, e / sample_rate,

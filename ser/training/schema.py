@@ -9,6 +9,7 @@ A reader refuses any other `schema_version`: the fields' meaning is fixed per ve
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -29,7 +30,9 @@ class CheckpointMeta:
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain JSON values (tuples become lists; anything else JSON lacks is an error),
+        so a checkpoint and its ONNX export hold the same metadata."""
+        return json.loads(json.dumps(asdict(self)))
 
     @classmethod
     def from_dict(cls, meta: Any) -> CheckpointMeta:
