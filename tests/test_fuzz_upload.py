@@ -21,7 +21,7 @@ import soundfile as sf
 from ser.serving import Predictor
 from ser.serving.app import Limits, create_app
 from tests.conftest import real_data_dir
-from tests.test_serving_helpers import LiveServer
+from tests.serving_helpers import LiveServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_data]
 SEED = 20240611

@@ -21,7 +21,7 @@ from ser.serving.app import main as serve_main
 from ser.serving.decode import check_not_silent, sniff
 from ser.serving.predict import main as predict_main
 from tests.conftest import real_data_dir
-from tests.test_serving_helpers import encode
+from tests.serving_helpers import encode
 
 pytestmark = pytest.mark.real_data
 CLIP = "Actor_01/03-01-05-01-01-01-01.flac"  # angry, 3.6 s

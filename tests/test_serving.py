@@ -15,7 +15,7 @@ from ser.serving.app import Limits, create_app
 from ser.serving.onnx_export import export_onnx, read_metadata
 from ser.serving.predict import main as predict_main
 from ser.training.checkpoint import load_classifier
-from tests.test_serving_helpers import encode, encode_ffmpeg, tone
+from tests.serving_helpers import encode, encode_ffmpeg, tone
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ import torch
 
 from ser.serving import Prediction, Predictor
 from ser.serving.app import create_app
-from tests.test_serving_helpers import LiveServer, free_port
+from tests.serving_helpers import LiveServer, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_data]
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"  # the W3C key of an element reference

@@ -12,7 +12,7 @@ import pytest
 
 from ser.serving import Predictor
 from ser.serving.app import create_app
-from tests.test_serving_helpers import LiveServer, encode, encode_ffmpeg, tone
+from tests.serving_helpers import LiveServer, encode, encode_ffmpeg, tone
 
 N_REQUESTS, CONCURRENCY = 200, 8
 

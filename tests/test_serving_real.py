@@ -10,7 +10,7 @@ from ser.data.audio import load_audio
 from ser.features.hand import hand_features
 from ser.serving import Predictor
 from ser.serving.onnx_export import export_onnx
-from tests.test_serving_helpers import encode_ffmpeg
+from tests.serving_helpers import encode_ffmpeg
 
 pytestmark = pytest.mark.real_data
 
