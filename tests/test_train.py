@@ -81,3 +81,22 @@ def test_short_real_fit_and_evaluate(tmp_path, real_ravdess):
     report = evaluate(ecfg)
     assert report["ua"] == pytest.approx(metrics["test/ua"], abs=1e-6)
     assert len((tmp_path / "eval" / "predictions.csv").read_text().splitlines()) == 1 + 240
+
+
+def test_a_run_continues_from_its_last_checkpoint(tmp_path, generated_data_dir):
+    """last.ckpt every epoch; ckpt_path=... resumes epochs, optimiser and scheduler state."""
+    import torch
+
+    first = train_cfg(tmp_path / "a", generated_data_dir, "augment=none", "logger=none",
+                      "trainer.max_epochs=1", "test=false")
+    train(first)
+    last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=True)
+    assert state["epoch"] == 0
+    steps_per_epoch = state["global_step"]
+    resumed = train_cfg(tmp_path / "b", generated_data_dir, "augment=none", "logger=none",
+                        "trainer.max_epochs=2", "test=false", f"ckpt_path={last}")
+    train(resumed)
+    state = torch.load(Path(resumed.paths.output_dir) / "checkpoints" / "last.ckpt",
+                       weights_only=True)
+    assert state["epoch"] == 1 and state["global_step"] == 2 * steps_per_epoch  # one more
