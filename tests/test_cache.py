@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from ser.cache import ArrayCache, cache_dir_name
-from ser.data import cache as cache_mod
+from ser import cache as cache_mod
 
 IDENTITY = {"format": 1, "backbone": "tiny", "layer": -1, "inputs": {"sr": 16000}}
 
