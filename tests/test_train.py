@@ -83,20 +83,27 @@ def test_short_real_fit_and_evaluate(tmp_path, real_ravdess):
     assert len((tmp_path / "eval" / "predictions.csv").read_text().splitlines()) == 1 + 240
 
 
-def test_a_run_continues_from_its_last_checkpoint(tmp_path, generated_data_dir):
-    """last.ckpt every epoch; ckpt_path=... resumes epochs, optimiser and scheduler state."""
+def test_a_resumed_run_ends_as_the_uninterrupted_run(tmp_path, generated_data_dir):
+    """Stopped after epoch 1 and continued from last.ckpt, a run ends with the same weights
+    and metrics as the run that was never stopped, in the same run folder."""
     import torch
 
-    first = train_cfg(tmp_path / "a", generated_data_dir, "augment=none", "logger=none",
-                      "trainer.max_epochs=1", "test=false")
-    train(first)
-    last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
-    state = torch.load(last, weights_only=True)
-    assert state["epoch"] == 0
-    steps_per_epoch = state["global_step"]
-    resumed = train_cfg(tmp_path / "b", generated_data_dir, "augment=none", "logger=none",
-                        "trainer.max_epochs=2", "test=false", f"ckpt_path={last}")
-    train(resumed)
-    state = torch.load(Path(resumed.paths.output_dir) / "checkpoints" / "last.ckpt",
-                       weights_only=True)
-    assert state["epoch"] == 1 and state["global_step"] == 2 * steps_per_epoch  # one more
+    common = ("augment=none", "logger=none", "trainer.precision=32-true")
+    whole = train_cfg(tmp_path / "whole", generated_data_dir, *common, "trainer.max_epochs=3")
+    expected = train(whole)
+    cut = train_cfg(tmp_path / "cut", generated_data_dir, *common, "trainer.max_epochs=1",
+                    "test=false")
+    train(cut)
+    last = Path(cut.paths.output_dir) / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["epoch"] == 0
+    resumed = train_cfg(tmp_path / "elsewhere", generated_data_dir, *common,
+                        "trainer.max_epochs=3", f"ckpt_path={last}")
+    got = train(resumed)
+    assert got == pytest.approx(expected)
+    for name in ("best.ckpt", "last.ckpt"):  # the run went on in its own folder
+        ours = torch.load(last.parent / name, weights_only=True)["state_dict"]
+        theirs = torch.load(Path(whole.paths.output_dir) / "checkpoints" / name,
+                            weights_only=True)["state_dict"]
+        for key in theirs:
+            torch.testing.assert_close(ours[key], theirs[key], msg=f"{name}: {key}")
+    assert (Path(cut.paths.output_dir) / "metrics.json").is_file()

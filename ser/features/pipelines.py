@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ser.data.audio import AudioConfig, AudioError, resample
 from ser.data.clip import Clip
@@ -204,6 +204,23 @@ class _VectorDataset(Dataset):
         return self.features[i], self.labels[i], i
 
 
+class EpochShuffle(Sampler[int]):
+    """A permutation that depends on (seed, epoch) alone, so a resumed run shuffles its
+    later epochs as the uninterrupted run did (Lightning calls `set_epoch`)."""
+
+    def __init__(self, n: int, seed: int = 0) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(np.random.default_rng([self.seed, self.epoch]).permutation(self.n).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
 def collate_vectors(items: Sequence[tuple[torch.Tensor, torch.Tensor, int]]) -> dict[str, Any]:
     features, labels, index = zip(*items, strict=True)
     return {"inputs": {"features": torch.stack(features)}, "labels": torch.stack(labels),
@@ -351,7 +368,8 @@ class VectorPipeline(InputPipeline):
 
     def loader(self, data: StageData, batch_size: int, shuffle: bool, n_jobs: int,
                seed: int) -> DataLoader:
-        return DataLoader(data.dataset, batch_size=batch_size, shuffle=shuffle,
+        sampler = EpochShuffle(len(data.dataset), seed) if shuffle else None
+        return DataLoader(data.dataset, batch_size=batch_size, sampler=sampler,
                           collate_fn=collate_vectors)
 
     # --- checkpoints -----------------------------------------------------------------

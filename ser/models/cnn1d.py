@@ -35,6 +35,10 @@ class FastDropout(nn.Module):
         self._threshold = int(round(p * 65536))
         self._rng: np.random.Generator | None = None
 
+    def reset_rng(self) -> None:
+        """Draw the generator's seed from torch's again on next use (after a reseed)."""
+        self._rng = None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x

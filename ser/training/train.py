@@ -11,12 +11,13 @@ import hydra
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ser.training.config_check import check_config
 from ser.training.datamodule import SERDataModule
 from ser.training.evaluate import test_and_report
 from ser.training.module import SERClassifier
+from ser.training.schema import CheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ def _instantiate_list(cfg: DictConfig | None) -> list[Any]:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit on the training split, select on validation, report on test; return metrics."""
     check_config(cfg)
+    if cfg.get("ckpt_path"):
+        _continue_in_its_run(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_num_threads(cfg.get("num_threads") or torch.get_num_threads())
@@ -67,6 +70,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
     Path(cfg.paths.output_dir, "train_metrics.json").write_text(json.dumps(metrics, indent=2))
     log.info("metrics: %s", json.dumps(metrics))
     return metrics
+
+
+def _continue_in_its_run(cfg: DictConfig) -> None:
+    """`ckpt_path=<run>/checkpoints/last.ckpt`: the run goes on writing into <run>, so its
+    best checkpoint, early stopping and report stay one history."""
+    ckpt = Path(cfg.ckpt_path)
+    if not ckpt.is_file():
+        raise CheckpointError(f"{ckpt}: no such checkpoint file to continue from")
+    run = ckpt.resolve().parent.parent
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run)
+    log.info("continuing the run in %s from %s", run, ckpt.name)
 
 
 def build_model(cfg: DictConfig, datamodule: SERDataModule) -> SERClassifier:
