@@ -11,6 +11,7 @@ import hydra
 import pytest
 from hydra import compose, initialize_config_dir
 
+from ser.data.clip import Clip
 from ser.data.corpora import load_corpora
 from ser.data.download import DatasetNotFoundError
 from ser.data.emodb import (
@@ -202,6 +203,17 @@ def test_emodb_fold_range_and_fewer_validation_speakers(emodb_clips):
         make_split(emodb_clips, fold=6)
     one = make_split(emodb_clips, fold=2, n_val_speakers=1)
     assert len(_speakers(emodb_clips, one.val)) == 1
+
+
+def test_emodb_as_the_training_side_validates_on_two_of_its_ten(emodb_clips):
+    ravdess = [Clip(Path(f"Actor_{a:02d}/03-01-05-01-01-01-{a:02d}.wav"), "ravdess",
+                    f"ravdess:{a:02d}", "male" if a % 2 else "female", "angry") for a in (1, 2)]
+    clips = [*emodb_clips, *ravdess]
+    split = make_split(clips, "cross_corpus", test_corpora=["ravdess"], n_val_speakers=4)
+    val, train = _speakers(clips, split.val), _speakers(clips, split.train)
+    assert _speakers(clips, split.test) == {"ravdess:01", "ravdess:02"}
+    assert len(val) == 2 and len(train) == 8 and all(s.startswith("emodb:") for s in val)
+    assert {c.gender for c in clips if c.speaker in val} == {"male", "female"}
 
 
 # -- datamodule and configs -----------------------------------------------------------
