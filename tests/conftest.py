@@ -237,3 +237,23 @@ def tiny_onnx(tiny_checkpoint) -> Path:
 
     out = tiny_checkpoint.with_suffix(".onnx")
     return out if out.is_file() else export_onnx(tiny_checkpoint, out)
+
+
+# -- generated EmoDB, with its real naming ---------------------------------------------
+
+EMODB_LETTERS = ("W", "L", "E", "A", "F", "T", "N")  # anger, boredom, disgust, fear, ...
+EMODB_SPEAKERS = (3, 8, 9, 10, 11, 12, 13, 14, 15, 16)
+
+
+def make_emodb_tree(root: Path, speakers=EMODB_SPEAKERS, texts=("a01",), versions=("a",),
+                    flat: bool = False, seconds: float = 1.0) -> Path:
+    """`wav/03a01Fa.wav` as the official archive ships it, or the clips directly in root."""
+    folder = root if flat else root / "wav"
+    for speaker in speakers:
+        for e, letter in enumerate(EMODB_LETTERS):
+            for t, text in enumerate(texts):
+                for version in versions:
+                    write_tone(folder / f"{speaker:02d}{text}{letter}{version}.wav",
+                               150.0 + 90 * e + 5 * t, seconds=seconds,
+                               seed=100 * speaker + 10 * e + t)
+    return root

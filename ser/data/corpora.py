@@ -1,6 +1,6 @@
 """Registry of corpus scanners: name -> function(root) returning Clips.
 
-Each corpus is read from `data_dir/<name>`: ravdess, crema_d, tess, savee.
+Each corpus is read from `data_dir/<name>`: ravdess, crema_d, tess, savee, emodb.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ser.data.clip import Clip
 from ser.data.crema_d import scan_crema_d
+from ser.data.emodb import scan_emodb
 from ser.data.ravdess import scan_ravdess
 from ser.data.savee import scan_savee
 from ser.data.tess import scan_tess
@@ -19,6 +20,7 @@ SCANNERS: dict[str, Callable[[Path], list[Clip]]] = {
     "crema_d": scan_crema_d,
     "tess": scan_tess,
     "savee": scan_savee,
+    "emodb": scan_emodb,
 }
 
 

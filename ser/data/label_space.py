@@ -1,9 +1,9 @@
 """Which emotions a run classifies: merging and dropping labels, and what corpora share.
 
-Every parser maps its corpus into the project's eight labels (`EMOTIONS`). A
-`LabelSpace` then merges labels (calm into neutral, for 7-class comparisons) or drops
-them (surprised, for CREMA-D's 6), and a run's classes are the space's labels that its
-corpora can produce, in `EMOTIONS` order.
+Every parser maps its corpus into the project's labels (`LABELS`: RAVDESS's eight,
+then boredom, which only EmoDB has). A `LabelSpace` then merges labels (calm into
+neutral, for 7-class comparisons) or drops them (surprised, for CREMA-D's 6), and a
+run's classes are the space's labels that its corpora can produce, in `LABELS` order.
 """
 
 from __future__ import annotations
@@ -15,14 +15,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ser.data.clip import Clip
-from ser.data.labels import EMOTIONS
+from ser.data.labels import EMOTIONS, LABELS
 
-# What each corpus can produce, already mapped into EMOTIONS.
+# What each corpus can produce, already mapped into LABELS.
 CORPUS_EMOTIONS: dict[str, frozenset[str]] = {
     "ravdess": frozenset(EMOTIONS),
     "crema_d": frozenset({"angry", "disgust", "fearful", "happy", "neutral", "sad"}),
     "tess": frozenset(EMOTIONS) - {"calm"},
     "savee": frozenset(EMOTIONS) - {"calm"},
+    "emodb": frozenset({"angry", "boredom", "disgust", "fearful", "happy", "neutral", "sad"}),
 }
 
 
@@ -35,8 +36,8 @@ class LabelSpace:
 
     def __post_init__(self) -> None:
         for name in (*self.merge, *self.merge.values(), *self.drop):
-            if name not in EMOTIONS:
-                known = ", ".join(EMOTIONS)
+            if name not in LABELS:
+                known = ", ".join(LABELS)
                 raise ValueError(f"unknown emotion {name!r} in labels; known: {known}")
         chained = sorted(set(self.merge) & set(self.merge.values()))
         if chained:
@@ -55,8 +56,8 @@ class LabelSpace:
 
     def map(self, emotion: str) -> str | None:
         """The label an emotion is classified as, or None where it is dropped."""
-        if emotion not in EMOTIONS:
-            raise ValueError(f"unknown emotion {emotion!r}; known: {', '.join(EMOTIONS)}")
+        if emotion not in LABELS:
+            raise ValueError(f"unknown emotion {emotion!r}; known: {', '.join(LABELS)}")
         if emotion in self.drop:
             return None
         return self.merge.get(emotion, emotion)
@@ -75,7 +76,7 @@ class LabelSpace:
         labels = self.covers(corpora)
         if test_corpora:
             labels &= self.covers(test_corpora)
-        classes = tuple(e for e in EMOTIONS if e in labels)
+        classes = tuple(e for e in LABELS if e in labels)
         if not classes:
             raise ValueError(f"no labels left for corpora {list(corpora)} / {list(test_corpora)}")
         return classes

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from ser.data.clip import Clip
-from ser.data.labels import EMOTIONS
+from ser.data.labels import EMOTIONS, LABELS
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +38,17 @@ def audio_files(root: str | Path, corpus: str) -> list[Path]:
 
 
 def speaker_emotion_table(clips: list[Clip]) -> str:
-    """Clip counts per speaker and emotion, one row per speaker."""
+    """Clip counts per speaker and emotion, one row per speaker.
+
+    Columns: RAVDESS's eight, plus any other label the clips have (EmoDB's boredom).
+    """
     counts = Counter((c.speaker, c.emotion) for c in clips)
-    header = f"{'speaker':<14}" + " ".join(f"{e[:5]:>5}" for e in EMOTIONS) + "  total"
+    present = {c.emotion for c in clips}
+    labels = [e for e in LABELS if e in EMOTIONS or e in present]
+    header = f"{'speaker':<14}" + " ".join(f"{e[:5]:>5}" for e in labels) + "  total"
     rows = [header]
     for spk in sorted({c.speaker for c in clips}):
-        cells = [counts[(spk, e)] for e in EMOTIONS]
+        cells = [counts[(spk, e)] for e in labels]
         rows.append(f"{spk:<14}" + " ".join(f"{n:>5}" for n in cells) + f"  {sum(cells):>5}")
     return "\n".join(rows)
 

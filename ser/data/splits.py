@@ -2,9 +2,12 @@
 
 `speaker_independent` is the honest protocol. Its test speakers are fold k of one
 corpus (RAVDESS when present, else the first corpus, or `test_corpus`): for RAVDESS the
-6 fixed folds of 4 actors (2 male, 2 female), for any other corpus gender-balanced
-speaker-held-out folds. Validation speakers come from that corpus's other speakers,
-gender-balanced; every other corpus in a mixture trains.
+6 fixed folds of 4 actors (2 male, 2 female), for EmoDB 5 fixed pairs (one actor, one
+actress), for any other corpus gender-balanced speaker-held-out folds. Validation
+speakers come from that corpus's other speakers, gender-balanced; every other corpus in
+a mixture trains.
+`emobox` is the same protocol on EmoBox's published RAVDESS test folds (for comparison
+with EmoBox's numbers); only the test actors differ.
 `cross_corpus` tests on whole corpora (`test_corpora`) and trains on the others.
 `random` reproduces the seed's leaky protocol (clips, or even augmented copies of one
 clip, shared between train and test) and is labelled leaky wherever it is reported.
@@ -29,7 +32,27 @@ RAVDESS_FOLDS: tuple[tuple[int, ...], ...] = (
     (21, 22, 23, 24),
 )
 
-PROTOCOLS = ("speaker_independent", "cross_corpus", "random")
+# EmoBox's published RAVDESS test folds (Ma et al., Interspeech 2024), as listed there.
+# They are not gender-balanced (fold 2 is four actresses); validation actors still are.
+EMOBOX_RAVDESS_FOLDS: tuple[tuple[int, ...], ...] = (
+    (1, 11, 20, 21),
+    (4, 10, 12, 14),
+    (8, 9, 19, 23),
+    (3, 5, 7, 24),
+    (2, 15, 16, 18),
+    (6, 13, 17, 22),
+)
+
+# Fixed EmoDB test folds: the sorted actors (03, 10, 11, 12, 15) paired with the sorted
+# actresses (08, 09, 13, 14, 16), one pair per fold.
+EMODB_FOLDS: tuple[tuple[int, ...], ...] = ((3, 8), (10, 9), (11, 13), (12, 14), (15, 16))
+
+# Validation speakers at most when they come from this corpus alone, whatever
+# n_val_speakers asks: EmoDB has 8 speakers left after a fold's pair, and 2 (one of each
+# gender) leave 6 to train on, not 4.
+MAX_VAL_SPEAKERS = {"emodb": 2}
+
+PROTOCOLS = ("speaker_independent", "emobox", "cross_corpus", "random")
 LEAKY_PROTOCOLS = ("random",)
 MAX_FOLDS = 6
 
@@ -77,9 +100,9 @@ def make_split(
     val_fraction: float = 0.15,
 ) -> Split:
     """Dispatch on the protocol name, as set by `data.split.protocol`."""
-    if protocol == "speaker_independent":
+    if protocol in ("speaker_independent", "emobox"):
         return speaker_independent_split(clips, fold, n_val_speakers, seed, test_corpus,
-                                         val_fraction)
+                                         val_fraction, protocol)
     if protocol == "cross_corpus":
         return cross_corpus_split(clips, test_corpora, n_val_speakers, seed, val_fraction)
     if protocol == "random":
@@ -97,21 +120,35 @@ def fold_corpus(clips: Sequence[Clip], test_corpus: str | None = None) -> str:
     return "ravdess" if "ravdess" in present or not present else present[0]
 
 
-def corpus_folds(clips: Sequence[Clip], corpus: str) -> list[tuple[str, ...]]:
-    """Test-speaker folds of one corpus: RAVDESS's fixed 6, else up to 6 held-out groups.
+def corpus_folds(
+    clips: Sequence[Clip], corpus: str, protocol: str = "speaker_independent"
+) -> list[tuple[str, ...]]:
+    """Test-speaker folds of one corpus: RAVDESS's fixed 6 (or EmoBox's, for the `emobox`
+    protocol), EmoDB's fixed 5, else up to 6 held-out groups.
 
     Speakers are sorted within each gender and dealt round-robin, one gender after the
     other, so each fold gets its share of both and the folds never change with the data's
     order.
     """
+    if protocol == "emobox":
+        if corpus != "ravdess":
+            raise ValueError(f"split=emobox has folds for ravdess only, not {corpus}")
+        return _numbered(corpus, EMOBOX_RAVDESS_FOLDS)
     if corpus == "ravdess":
-        return [tuple(f"ravdess:{a:02d}" for a in fold) for fold in RAVDESS_FOLDS]
+        return _numbered(corpus, RAVDESS_FOLDS)
+    if corpus == "emodb":
+        return _numbered(corpus, EMODB_FOLDS)
     by_gender: dict[str, list[str]] = {}
     for spk, gender in sorted({(c.speaker, c.gender) for c in clips if c.corpus == corpus}):
         by_gender.setdefault(gender, []).append(spk)
     speakers = [s for g in sorted(by_gender) for s in by_gender[g]]
     n_folds = min(MAX_FOLDS, len(speakers))
     return [tuple(sorted(speakers[i::n_folds])) for i in range(n_folds)]
+
+
+def _numbered(corpus: str, folds: Sequence[Sequence[int]]) -> list[tuple[str, ...]]:
+    """Speaker ids ("ravdess:01") of folds given as speaker numbers."""
+    return [tuple(f"{corpus}:{s:02d}" for s in fold) for fold in folds]
 
 
 def speaker_independent_split(
@@ -121,10 +158,11 @@ def speaker_independent_split(
     seed: int = 0,
     test_corpus: str | None = None,
     val_fraction: float = 0.15,
+    protocol: str = "speaker_independent",
 ) -> Split:
     """Fold `fold` (1-based) of the fold corpus's speakers; validation speakers seeded."""
     corpus = fold_corpus(clips, test_corpus)
-    folds = corpus_folds(clips, corpus)
+    folds = corpus_folds(clips, corpus, protocol)
     if not 1 <= fold <= len(folds):
         raise ValueError(f"data.fold must be 1..{len(folds)} for {corpus}, got {fold}")
     test_speakers = set(folds[fold - 1])
@@ -134,7 +172,7 @@ def speaker_independent_split(
     same_corpus = [c for c in clips if c.corpus == corpus]
     assigned = _assign(clips, test_speakers, same_corpus, n_val_speakers, seed + fold,
                        val_fraction)
-    return _checked_split(clips, assigned, "speaker_independent", fold, test_speakers)
+    return _checked_split(clips, assigned, protocol, fold, test_speakers)
 
 
 def cross_corpus_split(
@@ -181,7 +219,7 @@ def _assign(
     that speaker's clips instead: still never a test speaker.
     """
     candidates = {c.speaker for c in val_pool} - test_speakers
-    n_val = min(n_val_speakers, len(candidates) - 1)
+    n_val = min(_capped(val_pool, n_val_speakers), len(candidates) - 1)
     val_speakers = _pick_val_speakers(val_pool, test_speakers, n_val, seed) if n_val > 0 else set()
     train, val, test = [], [], []
     for i, clip in enumerate(clips):
@@ -195,6 +233,13 @@ def _assign(
         pool = candidates or {clips[i].speaker for i in train}
         train, val = _clip_holdout(clips, train, pool, val_fraction, seed)
     return train, val, test
+
+
+def _capped(val_pool: Sequence[Clip], n_val_speakers: int) -> int:
+    """n_val_speakers, at most the corpus's cap when the pool is one corpus (EmoDB: 2)."""
+    corpora = {c.corpus for c in val_pool}
+    cap = MAX_VAL_SPEAKERS.get(corpora.pop()) if len(corpora) == 1 else None
+    return n_val_speakers if cap is None else min(n_val_speakers, cap)
 
 
 def _clip_holdout(
