@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ser.cache import ArrayCache, cache_dir_name
 from ser import cache as cache_mod
+from ser.cache import ArrayCache, cache_dir_name
 
 IDENTITY = {"format": 1, "backbone": "tiny", "layer": -1, "inputs": {"sr": 16000}}
 

@@ -169,11 +169,11 @@ def test_savee_scan(tmp_path, nested):
 
 
 def test_registry_and_load_corpora(corpora_dir):
-    assert set(SCANNERS) == {"ravdess", "crema_d", "tess", "savee"}
+    assert set(SCANNERS) == {"ravdess", "crema_d", "tess", "savee", "emodb"}
     clips = load_corpora(corpora_dir, ["tess", "savee"])
     assert {c.corpus for c in clips} == {"tess", "savee"}
-    with pytest.raises(ValueError, match="unknown corpus 'emodb'"):
-        load_corpora(corpora_dir, ["emodb"])
+    with pytest.raises(ValueError, match="unknown corpus 'iemocap'"):
+        load_corpora(corpora_dir, ["iemocap"])
     with pytest.raises(ValueError, match="named twice"):
         load_corpora(corpora_dir, ["tess", "tess"])
 

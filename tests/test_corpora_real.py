@@ -44,9 +44,9 @@ def test_mixture_fit_tests_on_ravdess_actors_and_weights_the_mixture(
                    "data.fold=2")
     dm = hydra.utils.instantiate(cfg.data)
     dm.setup("fit")
-    train_clips = [dm.clips[i] for i in dm.tables["train"].clip_index]
+    train_clips = [dm.clips[i] for i in dm.stages["train"].clip_index]
     assert Counter(c.corpus for c in train_clips) == {"ravdess": 16 * 60, "tess": 2798}
-    test_speakers = {dm.clips[i].speaker for i in dm.tables["test"].clip_index}
+    test_speakers = {dm.clips[i].speaker for i in dm.stages["test"].clip_index}
     assert test_speakers == {"ravdess:05", "ravdess:06", "ravdess:07", "ravdess:08"}
     # calm comes from RAVDESS alone, so it is the rarest class of the mixture
     weights = dict(zip(EMOTIONS, dm.class_weights, strict=True))

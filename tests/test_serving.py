@@ -109,7 +109,10 @@ def test_the_same_clip_in_any_format_gets_the_same_answer(predictor):
         assert pred.top == reference.top, fmt
         np.testing.assert_allclose(_probs(pred), _probs(reference), atol=0.05, err_msg=fmt)
     lossless = predictor.predict(encode(x, 44100, "FLAC"))
-    np.testing.assert_allclose(_probs(lossless), _probs(reference), atol=1e-5)
+    # libsndfile's WAV and FLAC writers round a few samples 1 LSB apart; nothing more
+    wav, flac = (decode_audio(encode(x, 44100, f)).samples for f in ("WAV", "FLAC"))
+    assert np.abs(wav - flac).max() <= 2.0**-15
+    np.testing.assert_allclose(_probs(lossless), _probs(reference), atol=1e-4)
 
 
 def test_a_clip_of_training_length_is_one_window_from_the_offset(predictor):

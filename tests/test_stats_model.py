@@ -308,6 +308,8 @@ def test_reports_name_the_normalisation_protocol():
 
     base = {"protocol": "speaker_independent", "fold": 3, "tested_corpora": ["ravdess"]}
     assert protocol_label(base) == "speaker-independent, fold 3"
+    emobox = {**base, "protocol": "emobox"}
+    assert protocol_label(emobox) == "speaker-independent, EmoBox fold 3"
     norm = {**base, "speaker_norm": "speaker", "speaker_norm_test": "speaker"}
     assert protocol_label(norm).endswith("speaker-normalised (test speakers' own unlabelled clips)")
     assert fallback_label(norm).endswith("without enrolment (training statistics)")

@@ -25,6 +25,8 @@ def protocol_label(protocol: dict) -> str:
         return (f"cross-corpus, trained on {trained}, tested on {'+'.join(tested)}"
                 f"{_norm_label(protocol)}")
     where = f"{tested[0]} " if tested and tested != ["ravdess"] else ""
+    if protocol.get("protocol") == "emobox":
+        where += "EmoBox "
     return f"speaker-independent, {where}fold {protocol.get('fold')}{_norm_label(protocol)}"
 
 
