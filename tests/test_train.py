@@ -107,3 +107,20 @@ def test_a_resumed_run_ends_as_the_uninterrupted_run(tmp_path, generated_data_di
         for key in theirs:
             torch.testing.assert_close(ours[key], theirs[key], msg=f"{name}: {key}")
     assert (Path(cut.paths.output_dir) / "metrics.json").is_file()
+
+
+def test_an_incomplete_fold_is_recorded_and_warned_about(tmp_path, caplog):
+    """A test actor's missing file: metrics.json names the speaker and the counts."""
+    from tests.conftest import make_ravdess_tree
+
+    data = tmp_path / "data"
+    make_ravdess_tree(data / "ravdess")
+    next((data / "ravdess" / "Actor_02").glob("*.wav")).unlink()
+    cfg = train_cfg(tmp_path, data, "augment=none", "logger=none", "trainer.fast_dev_run=true")
+    with caplog.at_level("WARNING", logger="ser.training.datamodule"):
+        train(cfg)
+    report = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert report["data"]["incomplete_test_speakers"] == [
+        "test speaker ravdess:02 has 7 usable clips, the fullest speaker of its corpus 8"]
+    assert report["data"]["test_speakers"] == [f"ravdess:0{a}" for a in range(1, 5)]
+    assert "INCOMPLETE FOLD: test speaker ravdess:02" in caplog.text

@@ -138,6 +138,8 @@ class SERDataModule(L.LightningDataModule):
         if "train" in self.stages:
             self.class_weights = balanced_class_weights(self.stages["train"].labels,
                                                         self.n_classes)
+        for warning in self.incomplete_test_speakers():
+            log.warning("INCOMPLETE FOLD: %s", warning)
         log.info("%s split%s%s: %s items", self.split.protocol,
                  f" fold {self.split.fold}" if self.split.fold else "",
                  " (LEAKY)" if self.split.leaky else "",
@@ -171,6 +173,21 @@ class SERDataModule(L.LightningDataModule):
         data = self.stages[stage]
         return [(self.clips[i], v) for i, v in zip(data.clip_index, data.versions, strict=True)]
 
+    def incomplete_test_speakers(self) -> list[str]:
+        """Test speakers with fewer usable clips than the fullest speaker of their corpus
+        (missing or skipped files): the fold's figure is then not the usual fold's."""
+        per_speaker = Counter(self.clips[i].speaker for i in self.stages["test"].clip_index) \
+            if "test" in self.stages else Counter()
+        full = Counter(c.speaker for c in self.clips)
+        most = {}
+        for speaker, n in full.items():
+            corpus = speaker.split(":", 1)[0]
+            most[corpus] = max(most.get(corpus, 0), n)
+        return [f"test speaker {s} has {per_speaker.get(s, 0)} usable clips, the fullest "
+                f"speaker of its corpus {most[s.split(':', 1)[0]]}"
+                for s in self.split.test_speakers
+                if per_speaker.get(s, 0) < most.get(s.split(":", 1)[0], 0)]
+
     def metadata(self) -> dict[str, Any]:
         """How the run was trained and tested: corpora, labels, split, test speakers."""
         split = self.split
@@ -186,4 +203,5 @@ class SERDataModule(L.LightningDataModule):
             "test_speakers": list(split.test_speakers),
             "test_clips_per_class": {c: int(test_counts.get(c, 0)) for c in self.class_names},
             "skipped_files": [[str(p), why] for p, why in self.skipped],
+            "incomplete_test_speakers": self.incomplete_test_speakers(),
         }
