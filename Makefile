@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 venv: $(VENV)/.installed
 
 train: venv
-	$(PY) train.py $(ARGS)
+	$(VENV)/bin/ser-train $(ARGS)
 
 test: venv
 	$(PY) -m ruff check .
@@ -33,7 +33,7 @@ lint: venv
 CV_EXPERIMENT ?= baseline_ravdess
 CV_JOBS ?= 2
 cv: venv
-	$(PY) train.py -m experiment=$(CV_EXPERIMENT) data.fold=1,2,3,4,5,6 \
+	$(VENV)/bin/ser-train -m experiment=$(CV_EXPERIMENT) data.fold=1,2,3,4,5,6 \
 		hydra/launcher=joblib hydra.launcher.n_jobs=$(CV_JOBS) num_threads=1 \
 		hydra.sweep.dir=outputs/cv/$(CV_EXPERIMENT) $(ARGS)
 	$(PY) -m ser.evaluation.aggregate outputs/cv/$(CV_EXPERIMENT)

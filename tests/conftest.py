@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from ser.config import CONF_DIR as _CONF_DIR
 from ser.config import REPO_ROOT, register_resolvers
 
 register_resolvers()
@@ -127,7 +128,7 @@ def make_all_corpora(data_dir: Path, ravdess_emotions=range(1, 9), crema_actors=
 
 # -- configs and tiny backbones, shared by the training, transformer and serving tests ----
 
-CONF_DIR = str(REPO_ROOT / "conf")
+CONF_DIR = str(_CONF_DIR)
 
 
 def train_cfg(tmp_path: Path, data_dir: Path, *overrides: str):
