@@ -1,5 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
-#   make train   creates .venv if missing, then trains the seed baseline on RAVDESS
+#   make train   creates .venv if missing, then trains the best single-clip CPU recipe
+#                (experiment=stats_ravdess) on RAVDESS fold 1 and prints its summary;
+#                the seed baseline: make train ARGS=experiment=baseline_ravdess
 #   make test    creates .venv if missing, then runs the whole test suite (what CI runs)
 PYTHON ?= python3.11
 VENV := .venv

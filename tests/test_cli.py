@@ -50,7 +50,7 @@ def test_console_scripts_run_the_cli_and_the_configs_are_package_data():
 
 def test_ser_train_composes_the_shipped_configs_from_any_directory(tmp_path):
     job = composed_job(ser_train(tmp_path, "--cfg", "job", "--resolve"))
-    assert job["model"]["family"] == "cnn"  # the default model
+    assert job["model"]["family"] == "stats_linear"  # the default recipe
     assert job["paths"]["data_dir"] == str(tmp_path / "data")
     assert job["paths"]["log_dir"] == str(tmp_path / "outputs")
     assert job["paths"]["cache_dir"] == str(tmp_path / ".cache" / "features")
@@ -107,7 +107,7 @@ def test_a_wheel_ships_the_configs_and_its_commands_run_elsewhere(tmp_path):
     assert f"file://{site / 'ser' / 'conf'}" in installed("ser-train", "--info", "searchpath")
     job = yaml.safe_load(installed("ser-train", "--cfg", "job", "--resolve"))
     assert job["paths"]["log_dir"] == str(work / "outputs")  # not inside site-packages
-    assert job["model"]["family"] == "cnn"
+    assert job["model"]["family"] == "stats_linear"
     help_text = installed("ser-evaluate", "--help")
     assert "ckpt_path: ???" in help_text and "experiment: " in help_text
 

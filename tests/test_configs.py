@@ -41,8 +41,31 @@ def test_every_option_of_every_group_composes(group, tmp_path):
         OmegaConf.resolve(cfg)  # every interpolation resolves
 
 
-def test_default_config_instantiates_its_parts(tmp_path):
-    cfg = compose_train(["trainer.max_epochs=1"], tmp_path)
+def without_tags(cfg) -> dict:
+    return {k: v for k, v in OmegaConf.to_container(cfg).items() if k != "tags"}
+
+
+def test_the_default_run_is_the_best_single_clip_recipe(tmp_path):
+    """No overrides: the stats_ravdess recipe to the last number (UA 63.2 over 6 folds)."""
+    cfg = compose_train([], tmp_path)
+    check_config(cfg)
+    assert without_tags(cfg) == without_tags(compose_train(["experiment=stats_ravdess"],
+                                                           tmp_path))
+    dm = hydra.utils.instantiate(cfg.data)
+    assert dm.pipeline.dim == 992  # utterance statistics of the whole clip
+    assert cfg.model.family == "stats_linear" and cfg.trainer.precision == "32-true"
+    assert cfg.augment.versions[1:] == [f"speed{f}" for f in
+                                        (0.8, 0.85, 0.9, 0.95, 1.05, 1.1, 1.15, 1.2)]
+
+
+def test_the_seeds_recipe_is_one_override_away(tmp_path):
+    """model=cnn brings the seed's features and augmentation: experiment=baseline_ravdess."""
+    seed = compose_train(["experiment=baseline_ravdess"], tmp_path)
+    assert without_tags(compose_train(["model=cnn"], tmp_path)) == without_tags(seed)
+
+
+def test_the_seed_model_instantiates_its_parts(tmp_path):
+    cfg = compose_train(["model=cnn", "trainer.max_epochs=1"], tmp_path)
     check_config(cfg)
     dm = hydra.utils.instantiate(cfg.data)
     net = hydra.utils.get_object(cfg.model.net._target_)(
@@ -118,7 +141,7 @@ def test_a_user_config_dir_adds_options_through_the_search_path(tmp_path):
     check_config(cfg)
     assert (cfg.data.data_dir, cfg.data.fold) == ("/corpora/mine", 4)
     assert cfg.model.family == "cnn" and list(cfg.model.net.channels) == [16, 8, 4]
-    assert cfg.features.kind == "hand"  # the seed CNN's features
+    assert cfg.features.kind == "hand"  # what model=cnn (its base) brings
     assert cfg.data.batch_size == 32  # the shipped ravdess option's
 
 
