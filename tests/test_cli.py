@@ -1,7 +1,8 @@
-"""`ser-train` / `ser-evaluate`: one command from any directory."""
+"""`ser-train` / `ser-evaluate`: one command from any directory, the end-of-run summary."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 import yaml
 
 from ser.config import CONF_DIR, REPO_ROOT
+from tests.conftest import train_cfg
 from tests.test_configs import write_user_configs
 
 # `ser-train ARGS`, as its console script runs it, from a checkout without an install
@@ -110,4 +112,64 @@ def test_a_wheel_ships_the_configs_and_its_commands_run_elsewhere(tmp_path):
     assert job["model"]["family"] == "stats_linear"
     help_text = installed("ser-evaluate", "--help")
     assert "ckpt_path: ???" in help_text and "experiment: " in help_text
+
+
+# --- the end-of-run summary ---------------------------------------------------------------
+
+
+def test_a_run_ends_with_its_summary_on_stdout(tmp_path, generated_data_dir, capsys):
+    from ser.training.evaluate import shown
+    from ser.training.train import train
+
+    cfg = train_cfg(tmp_path, generated_data_dir, "augment=none", "logger=none",
+                    "trainer.max_epochs=1")
+    train(cfg)
+    out = capsys.readouterr().out
+    lines = out[out.index("-" * 88):].splitlines()
+    run = tmp_path / "run"
+    report = json.loads((run / "metrics.json").read_text())
+    ckpt = run / "checkpoints" / "best.ckpt"  # tmp_path is outside the working directory
+    assert lines[1] == (f"test   UA {100 * report['ua']:.1f}   WA {100 * report['wa']:.1f}   "
+                        f"macro-F1 {100 * report['macro_f1']:.1f}   (chance 12.5: 8 classes)")
+    assert lines[2] == "protocol  speaker-independent, fold 1: 4 test speakers, 64 clips"
+    recall = " ".join(lines[3:5]).split()
+    assert recall[0] == "recall" and recall[1:] == [
+        w for c, m in report["per_class"].items() for w in (c, f"{100 * m['recall']:.1f}")]
+    assert lines[5:8] == [f"model     {ckpt}",
+                          f"report    {run / 'metrics.json'}, {run / 'predictions.csv'}",
+                          f"confusion {run / 'confusion.png'}"]
+    assert ckpt.is_file() and (run / "predictions.csv").is_file()
+    assert (run / "confusion.png").is_file()
+    assert [line.strip() for line in lines[8:]] == [
+        "next", f"serve it        ser-serve {ckpt}", f"predict a file  ser-predict {ckpt} FILE",
+        "all folds       ser-train -m data.fold=1,2,3,4,5,6",
+        f"mean ± std      ser-aggregate {shown(cfg.paths.log_dir)}/train/multiruns/<time>",
+        "-" * 88]
+
+
+def test_the_all_folds_line_repeats_the_runs_overrides_and_config_dirs():
+    from ser.training.train import all_folds_command
+
+    assert all_folds_command(6, ["experiment=stats_ravdess", "data.fold=3",
+                                 "augment.versions=[original]"], ["/my conf"]) == (
+        "ser-train '--config-dir=/my conf' -m experiment=stats_ravdess "
+        "'augment.versions=[original]' data.fold=1,2,3,4,5,6")
+
+
+def test_an_untested_run_says_so_and_how_to_test_it(tmp_path):
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from ser.training.train import end_of_run
+
+    cfg = OmegaConf.create({"paths": {"output_dir": str(tmp_path)}})
+    dm = SimpleNamespace(pipeline=SimpleNamespace(uses_enrolment=True))
+    ckpt = str(tmp_path / "best.ckpt")
+    lines = end_of_run(cfg, dm, ckpt, {"val/ua_best": 0.6123}, None).splitlines()
+    assert lines[1:] == [
+        "no test (test=false): best validation UA 61.2", f"model     {ckpt}", "next",
+        f"  test it         ser-evaluate ckpt_path={ckpt}",
+        f"  serve it        ser-serve {ckpt}",
+        f"  predict a file  ser-predict {ckpt} FILE --enrol SAME_SPEAKER_CLIPS...", "-" * 88]
 
