@@ -1,4 +1,5 @@
-"""`ser-train` / `ser-evaluate`: one command from any directory, the end-of-run summary."""
+"""`ser-train` / `ser-evaluate`: one command from any directory, the end-of-run summary,
+and a quiet plain run."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 import yaml
 
 from ser.config import CONF_DIR, REPO_ROOT
-from tests.conftest import train_cfg
+from tests.conftest import make_ravdess_tree, train_cfg
 from tests.test_configs import write_user_configs
 
 # `ser-train ARGS`, as its console script runs it, from a checkout without an install
@@ -173,3 +174,28 @@ def test_an_untested_run_says_so_and_how_to_test_it(tmp_path):
         f"  serve it        ser-serve {ckpt}",
         f"  predict a file  ser-predict {ckpt} FILE --enrol SAME_SPEAKER_CLIPS...", "-" * 88]
 
+
+# --- a quiet plain run ----------------------------------------------------------------------
+
+# what the pinned stack would print on a plain run (TensorFlow through TensorBoard,
+# Lightning's tips and notes, deprecation warnings)
+NOISE = ("tensorflow", "absl", "onednn", "cpu_feature_guard", "💡 tip", "litlogger",
+         "litmodels", "was configured so", "leafspec", "is deprecated", "deprecationwarning",
+         "futurewarning", "callbacks used to create the checkpoint")
+
+
+@pytest.mark.slow
+def test_a_plain_run_prints_no_third_party_noise(tmp_path):
+    data = tmp_path / "data"
+    make_ravdess_tree(data / "ravdess")
+    done = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "train.py"), f"paths.data_dir={data}",
+         "trainer.max_epochs=1", "augment.versions=[original]",
+         "augment.test_versions=[original]", "data.n_jobs=0"],
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    printed = (done.stdout + done.stderr).lower()
+    assert [n for n in NOISE if n in printed] == []
+    assert printed.count("gpu available:") == 2  # once per Trainer (fit, test), not twice
+    assert "test   UA " in done.stdout and "ser-serve outputs/train/runs/" in done.stdout
+    assert list((tmp_path / "outputs" / "train" / "runs").glob("*/tensorboard"))  # logged
