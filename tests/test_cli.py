@@ -137,7 +137,7 @@ def test_a_run_ends_with_its_summary_on_stdout(tmp_path, generated_data_dir, cap
     assert recall[0] == "recall" and recall[1:] == [
         w for c, m in report["per_class"].items() for w in (c, f"{100 * m['recall']:.1f}")]
     assert lines[5:8] == [f"model     {ckpt}",
-                          f"report    {run / 'metrics.json'}, {run / 'predictions.csv'}",
+                          f"report    {run / 'metrics.json'} (and predictions.csv beside it)",
                           f"confusion {run / 'confusion.png'}"]
     assert ckpt.is_file() and (run / "predictions.csv").is_file()
     assert (run / "confusion.png").is_file()

@@ -107,7 +107,7 @@ def summary(report: dict[str, Any], out_dir: Path, next_steps: dict[str, str],
     lines += textwrap.wrap(recall, 88, initial_indent="recall    ", subsequent_indent=" " * 10)
     if checkpoint:
         lines.append(f"model     {shown(checkpoint)}")
-    lines += [f"report    {shown(out_dir / 'metrics.json')}, {shown(out_dir / 'predictions.csv')}",
+    lines += [f"report    {shown(out_dir / 'metrics.json')} (and predictions.csv beside it)",
               f"confusion {shown(out_dir / 'confusion.png')}"]
     return framed(lines, next_steps)
 
