@@ -1,5 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
-#   make train   creates .venv if missing, then trains the seed baseline on RAVDESS
+#   make train   creates .venv if missing, then trains the best single-clip CPU recipe
+#                (experiment=stats_ravdess) on RAVDESS fold 1 and prints its summary;
+#                the seed baseline: make train ARGS=experiment=baseline_ravdess
 #   make test    creates .venv if missing, then runs the whole test suite (what CI runs)
 PYTHON ?= python3.11
 VENV := .venv
@@ -17,7 +19,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 venv: $(VENV)/.installed
 
 train: venv
-	$(PY) train.py $(ARGS)
+	$(VENV)/bin/ser-train $(ARGS)
 
 test: venv
 	$(PY) -m ruff check .
@@ -33,7 +35,7 @@ lint: venv
 CV_EXPERIMENT ?= baseline_ravdess
 CV_JOBS ?= 2
 cv: venv
-	$(PY) train.py -m experiment=$(CV_EXPERIMENT) data.fold=1,2,3,4,5,6 \
+	$(VENV)/bin/ser-train -m experiment=$(CV_EXPERIMENT) data.fold=1,2,3,4,5,6 \
 		hydra/launcher=joblib hydra.launcher.n_jobs=$(CV_JOBS) num_threads=1 \
 		hydra.sweep.dir=outputs/cv/$(CV_EXPERIMENT) $(ARGS)
 	$(PY) -m ser.evaluation.aggregate outputs/cv/$(CV_EXPERIMENT)

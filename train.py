@@ -1,27 +1,9 @@
-"""Train a model: `python train.py [experiment=...] [group=option] [key=value]`; `-m` sweeps."""
+"""Train a model: `python train.py [experiment=...] [group=option] [key=value]`; `-m` sweeps.
 
-import sys
+The same command as `ser-train` (ser/cli.py), for a checkout without an install.
+"""
 
-import hydra
-from omegaconf import DictConfig
-
-from ser.config import register_resolvers
-from ser.training.config_check import ConfigError
-from ser.training.schema import CheckpointError
-from ser.training.train import train
-
-register_resolvers()
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    try:
-        metrics = train(cfg)
-    except (ConfigError, CheckpointError) as err:  # one line, not a traceback
-        print(f"train.py: {err}", file=sys.stderr)
-        sys.exit(2)
-    return metrics.get(cfg.get("optimized_metric"))
-
+from ser.cli import train_main
 
 if __name__ == "__main__":
-    main()
+    train_main()

@@ -66,7 +66,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ser.config import REPO_ROOT, register_resolvers  # noqa: E402
+from ser.config import CONF_DIR, register_resolvers  # noqa: E402
 
 log = logging.getLogger("keras_parity")
 
@@ -95,7 +95,7 @@ def compose(experiment: str, fold: int, out_dir: Path, threads: int, extra: list
     overrides = [f"experiment={experiment}", f"data.fold={fold}", f"num_threads={threads}",
                  "logger=csv", "trainer.enable_progress_bar=false", "data.progress=false",
                  "data.n_jobs=1", *(["trainer=fp32"] if precision == "fp32" else []), *extra]
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = hydra_compose("train", overrides=overrides, return_hydra_config=True)
     with open_dict(cfg):
         cfg.paths.output_dir = str(out_dir)

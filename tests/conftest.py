@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from ser.config import CONF_DIR as _CONF_DIR
 from ser.config import REPO_ROOT, register_resolvers
 
 register_resolvers()
@@ -127,7 +128,11 @@ def make_all_corpora(data_dir: Path, ravdess_emotions=range(1, 9), crema_actors=
 
 # -- configs and tiny backbones, shared by the training, transformer and serving tests ----
 
-CONF_DIR = str(REPO_ROOT / "conf")
+CONF_DIR = str(_CONF_DIR)
+# the seed's model with its features and augmentation (what `model=cnn` brings): the
+# fixtures' model unless a test names a model or an experiment (the default run is the
+# utterance-statistics recipe)
+SEED_MODEL = "model=cnn"
 
 
 def train_cfg(tmp_path: Path, data_dir: Path, *overrides: str):
@@ -135,8 +140,10 @@ def train_cfg(tmp_path: Path, data_dir: Path, *overrides: str):
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
+    chosen = any(o.startswith(("model=", "experiment=")) for o in overrides)
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=[
+            *([] if chosen else [SEED_MODEL]),
             f"paths.data_dir={data_dir}", f"paths.cache_dir={tmp_path / 'cache'}",
             "trainer.max_epochs=2", "data.progress=false", "trainer.enable_progress_bar=false",
             *overrides,

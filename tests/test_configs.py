@@ -8,11 +8,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
-from ser.config import REPO_ROOT
+from ser.config import CONF_DIR, REPO_ROOT
 from ser.data.labels import EMOTIONS
 from ser.training.config_check import check_config
 
-CONF = REPO_ROOT / "conf"
+CONF = CONF_DIR
 
 
 def group_options(group: str) -> list[str]:
@@ -41,8 +41,31 @@ def test_every_option_of_every_group_composes(group, tmp_path):
         OmegaConf.resolve(cfg)  # every interpolation resolves
 
 
-def test_default_config_instantiates_its_parts(tmp_path):
-    cfg = compose_train(["trainer.max_epochs=1"], tmp_path)
+def without_tags(cfg) -> dict:
+    return {k: v for k, v in OmegaConf.to_container(cfg).items() if k != "tags"}
+
+
+def test_the_default_run_is_the_best_single_clip_recipe(tmp_path):
+    """No overrides: the stats_ravdess recipe to the last number (UA 63.2 over 6 folds)."""
+    cfg = compose_train([], tmp_path)
+    check_config(cfg)
+    assert without_tags(cfg) == without_tags(compose_train(["experiment=stats_ravdess"],
+                                                           tmp_path))
+    dm = hydra.utils.instantiate(cfg.data)
+    assert dm.pipeline.dim == 992  # utterance statistics of the whole clip
+    assert cfg.model.family == "stats_linear" and cfg.trainer.precision == "32-true"
+    assert cfg.augment.versions[1:] == [f"speed{f}" for f in
+                                        (0.8, 0.85, 0.9, 0.95, 1.05, 1.1, 1.15, 1.2)]
+
+
+def test_the_seeds_recipe_is_one_override_away(tmp_path):
+    """model=cnn brings the seed's features and augmentation: experiment=baseline_ravdess."""
+    seed = compose_train(["experiment=baseline_ravdess"], tmp_path)
+    assert without_tags(compose_train(["model=cnn"], tmp_path)) == without_tags(seed)
+
+
+def test_the_seed_model_instantiates_its_parts(tmp_path):
+    cfg = compose_train(["model=cnn", "trainer.max_epochs=1"], tmp_path)
     check_config(cfg)
     dm = hydra.utils.instantiate(cfg.data)
     net = hydra.utils.get_object(cfg.model.net._target_)(
@@ -81,8 +104,45 @@ def test_data_dir_follows_the_environment(tmp_path, monkeypatch):
     cfg = compose_train([], tmp_path)
     assert cfg.paths.data_dir == "/some/where"
     monkeypatch.delenv("SER_DATA_DIR")
+    monkeypatch.delenv("SER_CACHE_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
     cfg = compose_train([], tmp_path)
-    assert cfg.paths.data_dir == str(REPO_ROOT / "data")
+    assert cfg.paths.data_dir == str(tmp_path / "data")
+
+
+def test_outputs_data_and_cache_are_relative_to_the_working_directory(tmp_path, monkeypatch):
+    """Never the package's folder: an installed ser would write into site-packages."""
+    monkeypatch.delenv("SER_DATA_DIR", raising=False)
+    monkeypatch.delenv("SER_CACHE_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", return_hydra_config=True)
+    paths = cfg.paths
+    assert (paths.data_dir, paths.cache_dir, paths.log_dir) == (
+        str(tmp_path / "data"), str(tmp_path / ".cache" / "features"), str(tmp_path / "outputs"))
+    assert cfg.hydra.run.dir.startswith(str(tmp_path / "outputs" / "train" / "runs"))
+
+
+def write_user_configs(root: Path) -> Path:
+    """A user's own options, outside the package: a corpus folder and a smaller CNN."""
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "mycorpus.yaml").write_text(
+        "defaults:\n  - ravdess\n  - _self_\ndata_dir: /corpora/mine\nfold: 4\n")
+    (root / "model").mkdir()
+    (root / "model" / "small_cnn.yaml").write_text(
+        "defaults:\n  - cnn\n  - _self_\nnet:\n  channels: [16, 8, 4]\n")
+    return root
+
+
+def test_a_user_config_dir_adds_options_through_the_search_path(tmp_path):
+    user = write_user_configs(tmp_path / "myconf")
+    cfg = compose_train([f"hydra.searchpath=[file://{user}]", "data=mycorpus",
+                         "model=small_cnn"], tmp_path)
+    check_config(cfg)
+    assert (cfg.data.data_dir, cfg.data.fold) == ("/corpora/mine", 4)
+    assert cfg.model.family == "cnn" and list(cfg.model.net.channels) == [16, 8, 4]
+    assert cfg.features.kind == "hand"  # what model=cnn (its base) brings
+    assert cfg.data.batch_size == 32  # the shipped ravdess option's
 
 
 def test_eval_config_composes_with_and_without_data(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from ser.config import REPO_ROOT
+from ser.config import CONF_DIR
 from ser.data.labels import EMOTIONS
 from ser.training.train import train
 
@@ -29,7 +29,7 @@ def real_cache(tmp_path_factory) -> Path:
 
 
 def real_cfg(data_dir: Path, cache: Path, out: Path, *overrides: str):
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[*overrides, f"paths.data_dir={data_dir}",
                                           f"paths.cache_dir={cache}", *SHORT])
     with open_dict(cfg):

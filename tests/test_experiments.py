@@ -12,11 +12,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
-from ser.config import REPO_ROOT
+from ser.config import CONF_DIR, REPO_ROOT
 from ser.training.train import train
 from tests.conftest import make_all_corpora, make_ravdess_tree
 
-CONF = REPO_ROOT / "conf"
+CONF = CONF_DIR
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("baseline_*.yaml"))
 TINY = ["trainer.max_epochs=1", "logger=none", "data.progress=false",
         "trainer.enable_progress_bar=false"]

@@ -11,7 +11,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ser.config import REPO_ROOT
+from ser.config import CONF_DIR, REPO_ROOT
 from ser.data.labels import EMOTIONS
 from ser.models.cnn1d import SeedCNN, keras_parameter_count
 
@@ -24,7 +24,7 @@ from ser.models.keras_cnn import (  # noqa: E402
 )
 from ser.training.keras_fit import compile_twin, fit_keras, predict_proba  # noqa: E402
 
-L2_PARAMS = list(OmegaConf.load(REPO_ROOT / "conf" / "model" / "cnn.yaml").module.l2_params)
+L2_PARAMS = list(OmegaConf.load(CONF_DIR / "model" / "cnn.yaml").module.l2_params)
 
 
 def test_the_network_module_imports_no_data_evaluation_training_or_tensorflow():

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
+import textwrap
 import warnings
 from pathlib import Path
 from typing import Any
@@ -82,6 +84,62 @@ def _test(trainer: L.Trainer, model: SERClassifier, loader: Any,
             "probs": model.last_test_outputs}
 
 
+def shown(path: str | Path) -> str:
+    """A path as the user can type it: relative when under the working directory."""
+    path = Path(path).absolute()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
+def summary(report: dict[str, Any], out_dir: Path, next_steps: dict[str, str],
+            checkpoint: str | None = None) -> str:
+    """The block a run ends with on the terminal: the test metrics against chance, the
+    protocol, recall per class, where the files are, and what to run next."""
+    present = [c for c, m in report["per_class"].items() if m["support"]]
+    chance = 100 / max(len(present), 1)
+    lines = [f"test   UA {100 * report['ua']:.1f}   WA {100 * report['wa']:.1f}   macro-F1 "
+             f"{100 * report['macro_f1']:.1f}   (chance {chance:.1f}: {len(present)} classes)",
+             f"protocol  {report['protocol']}{_tested(report.get('data') or {})}"]
+    lines += [f"          {report['partial']}"] if report.get("partial") else []
+    lines += [f"{name:<9} UA {100 * extra['ua']:.1f}   WA {100 * extra['wa']:.1f}   macro-F1 "
+              f"{100 * extra['macro_f1']:.1f}   ({extra['protocol']})"
+              for name, extra in report.items() if isinstance(extra, dict) and "ua" in extra]
+    recall = "  ".join(f"{c} {100 * report['per_class'][c]['recall']:.1f}" for c in present)
+    lines += textwrap.wrap(recall, 88, initial_indent="recall    ", subsequent_indent=" " * 10)
+    if checkpoint:
+        lines.append(f"model     {shown(checkpoint)}")
+    lines += [f"report    {shown(out_dir / 'metrics.json')} (and predictions.csv beside it)",
+              f"confusion {shown(out_dir / 'confusion.png')}"]
+    return framed(lines, next_steps)
+
+
+def _tested(data: dict[str, Any]) -> str:
+    """`: 4 test speakers, 240 clips` from a report's data section."""
+    speakers, clips = data.get("test_speakers"), data.get("test_clips_per_class")
+    if not speakers or not clips:
+        return ""
+    return f": {len(speakers)} test speakers, {sum(clips.values())} clips"
+
+
+def framed(lines: list[str], next_steps: dict[str, str]) -> str:
+    """Summary lines, then the next commands, between two rules."""
+    width = max(len(k) for k in next_steps) if next_steps else 0
+    steps = [f"  {what:<{width}}  {command}" for what, command in next_steps.items()]
+    rule = "-" * 88
+    return "\n".join([rule, *lines, *(["next"] if steps else []), *steps, rule])
+
+
+def serving_steps(checkpoint: str, enrolment: bool) -> dict[str, str]:
+    """How to serve a checkpoint and predict a file with it."""
+    ckpt = shown(checkpoint)
+    enrol = " --enrol SAME_SPEAKER_CLIPS..." if enrolment else ""
+    return {"serve it": f"ser-serve {ckpt}", "predict a file": f"ser-predict {ckpt} FILE{enrol}"}
+
+
+def command_name(script: str, command: str) -> str:
+    """How this process was started, to repeat it: `python train.py` or `ser-train`."""
+    return f"python {script}" if Path(sys.argv[0]).name == script else command
+
+
 def evaluate(cfg: DictConfig) -> dict:
     model = load_classifier(cfg.ckpt_path)
     data_cfg = cfg.get("data")
@@ -97,5 +155,7 @@ def evaluate(cfg: DictConfig) -> dict:
     log.info("report written to %s", out_dir)
     if data_cfg is not None:
         (out_dir / "data_config.yaml").write_text(OmegaConf.to_yaml(data_cfg))
+    steps = serving_steps(str(cfg.ckpt_path), model.pipeline.uses_enrolment)
+    print(summary(report, out_dir, steps, checkpoint=str(cfg.ckpt_path)), flush=True)
     return report
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,17 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from ser.data.splits import corpus_folds, fold_corpus
 from ser.training.config_check import check_config
 from ser.training.datamodule import SERDataModule
-from ser.training.evaluate import test_and_report
+from ser.training.evaluate import (
+    command_name,
+    framed,
+    serving_steps,
+    shown,
+    summary,
+    test_and_report,
+)
 from ser.training.module import SERClassifier
 from ser.training.schema import CheckpointError
 
@@ -58,6 +67,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if ckpt_path:
         metrics.update(_best_val(trainer))
     out_dir = Path(cfg.paths.output_dir)
+    report = None
     if cfg.get("test", True):
         report = test_and_report(_test_trainer(cfg, loggers), model, datamodule, out_dir,
                                   ckpt_path,
@@ -69,6 +79,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         _export(cfg, model, out_dir)
     Path(cfg.paths.output_dir, "train_metrics.json").write_text(json.dumps(metrics, indent=2))
     log.info("metrics: %s", json.dumps(metrics))
+    print(end_of_run(cfg, datamodule, ckpt_path, metrics, report), flush=True)
     return metrics
 
 
@@ -82,6 +93,63 @@ def _continue_in_its_run(cfg: DictConfig) -> None:
     with open_dict(cfg):
         cfg.paths.output_dir = str(run)
     log.info("continuing the run in %s from %s", run, ckpt.name)
+
+
+def end_of_run(cfg: DictConfig, datamodule: SERDataModule, ckpt_path: str,
+               metrics: dict[str, float], report: dict[str, Any] | None) -> str:
+    """The summary a run ends with on stdout (summary() in ser/training/evaluate.py)."""
+    steps = serving_steps(ckpt_path, datamodule.pipeline.uses_enrolment) if ckpt_path else {}
+    out_dir = Path(cfg.paths.output_dir)
+    if report is None:  # test=false (a search trial): validation only
+        steps = {**({"test it": f"ser-evaluate ckpt_path={shown(ckpt_path)}"}
+                    if ckpt_path else {}), **steps}
+        best = metrics.get("val/ua_best", metrics.get("val/ua"))
+        lines = [f"no test (test=false): best validation UA "
+                 f"{'-' if best is None else f'{100 * best:.1f}'}"]
+        lines += [f"model     {shown(ckpt_path)}"] if ckpt_path else []
+        return framed(lines, steps)
+    folds = _fold_count(datamodule)
+    if folds:
+        steps["all folds"] = all_folds_command(folds, *_run_overrides())
+        steps["mean ± std"] = (f"ser-aggregate {shown(cfg.paths.log_dir)}/{cfg.task_name}"
+                               f"/multiruns/<time>")
+    return summary(report, out_dir, steps, checkpoint=ckpt_path or None)
+
+
+def all_folds_command(n_folds: int, overrides: list[str], config_dirs: list[str]) -> str:
+    """The run again on every fold of its protocol, as one sweep (`-m`)."""
+    kept = [o for o in overrides if not o.startswith(("data.fold=", "+data.fold="))]
+    words = [*(f"--config-dir={d}" for d in config_dirs), "-m", *kept,
+             f"data.fold={','.join(str(i) for i in range(1, n_folds + 1))}"]
+    return " ".join([command_name("train.py", "ser-train"), *map(shlex.quote, words)])
+
+
+def _fold_count(datamodule: SERDataModule) -> int:
+    """Folds of a speaker-independent run's protocol; 0 for other protocols and inside a
+    sweep (which already chose its folds)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    split = datamodule.split
+    if split is None or split.protocol != "speaker_independent":
+        return 0
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return 0
+    corpus = fold_corpus(datamodule.clips, datamodule.split_cfg.get("test_corpus"))
+    return len(corpus_folds(datamodule.clips, corpus))
+
+
+def _run_overrides() -> tuple[list[str], list[str]]:
+    """The command line's overrides and --config-dir folders (none outside a Hydra run)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return [], []
+    hc = HydraConfig.get()
+    dirs = [s.path.removeprefix("file://") for s in hc.runtime.config_sources
+            if s.provider == "command-line"]
+    searchpath = [o for o in hc.overrides.hydra if o.startswith("hydra.searchpath=")]
+    return [*searchpath, *hc.overrides.task], dirs
 
 
 def build_model(cfg: DictConfig, datamodule: SERDataModule) -> SERClassifier:
