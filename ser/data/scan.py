@@ -54,7 +54,13 @@ def speaker_emotion_table(clips: list[Clip]) -> str:
 
 
 def warn_if_incomplete(corpus: str, root: Path, clips: list[Clip], expected: int) -> None:
-    """A partial copy silently changes every number reported on it: say so, with counts."""
-    if len(clips) != expected:
-        log.warning("%s at %s has %d clips, the full corpus %d:\n%s", corpus, root, len(clips),
-                    expected, speaker_emotion_table(clips))
+    """A partial copy silently changes every number reported on it: say so, in one line
+    (the whole speaker x emotion table goes to the debug log)."""
+    if len(clips) == expected:
+        return
+    cells = Counter((c.speaker, c.emotion) for c in clips)
+    usual = Counter(cells.values()).most_common(1)[0][0] if cells else 0
+    short = [f"{s} {e} {n}" for (s, e), n in sorted(cells.items()) if n < usual]
+    where = f"; fewer than the usual {usual} in: {', '.join(short[:6])}" if short else ""
+    log.warning("%s at %s has %d of its %d clips%s", corpus, root, len(clips), expected, where)
+    log.debug("%s clips per speaker and emotion:\n%s", corpus, speaker_emotion_table(clips))
