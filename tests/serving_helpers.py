@@ -92,3 +92,58 @@ class LiveServer:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+def long_recording(clips: list, gap: float = 1.0, sr: int = 16000
+                   ) -> tuple[np.ndarray, list[int]]:
+    """Clips (16 kHz mono files) joined with `gap` s of digital silence after each; the
+    samples and each clip's first sample in them."""
+    parts, starts, pos = [], [], 0
+    for clip in clips:
+        audio, rate = sf.read(clip, dtype="float32")
+        assert rate == sr and audio.ndim == 1, clip
+        starts.append(pos)
+        parts += [audio, np.zeros(int(gap * sr), np.float32)]
+        pos += len(audio) + int(gap * sr)
+    return np.concatenate(parts), starts
+
+
+def held_out_clips(checkpoint, ravdess, pattern: str = "03-01-0[2-8]-02-01-01-*.flac",
+                     ) -> list:
+    """Clips of the checkpoint's first test actor (a speaker it never heard)."""
+    import torch
+
+    meta = torch.load(checkpoint, map_location="cpu", weights_only=True)["ser_meta"]
+    actor = meta["training"]["test_speakers"][0].split(":")[1]
+    return sorted(ravdess.glob(f"Actor_{actor}/{pattern}"))
+
+
+def energy_span(audio: np.ndarray, sr: int = 16000) -> tuple[int, int]:
+    """First and last sample of the clip's 25 ms frames within 30 dB of its loudest."""
+    from ser.serving.decode import frame_levels
+
+    levels = frame_levels(audio, sr)  # whole 25 ms frames, end to end
+    active = np.flatnonzero(levels > levels.max() - 30)
+    frame = round(0.025 * sr)
+    return int(active[0]) * frame, (int(active[-1]) + 1) * frame
+
+
+def speech_clips(paths: list, sr: int = 16000) -> tuple[list, list]:
+    """(path, samples, speech region) of the clips whose speech is unambiguous, and the
+    others with both measures: one region by the voice-activity detector, whose start an
+    energy threshold puts within 0.1 s and its end within 0.2 s (the detector's end takes
+    in the decaying tail). A shouted first syllable the detector half-hears in a clip alone
+    (probability 0.48, but taken in within a longer recording) leaves the start ambiguous."""
+    from ser.serving.segments import speech_regions
+
+    kept, refused = [], []
+    for path in paths:
+        audio, _ = sf.read(path, dtype="float32")
+        regions, energy = speech_regions(audio, sr), energy_span(audio, sr)
+        if len(regions) == 1 and abs(regions[0][0] - energy[0]) <= 0.1 * sr \
+                and abs(regions[0][1] - energy[1]) <= 0.2 * sr:
+            kept.append((path, audio, regions[0]))
+        else:
+            refused.append((path.name, np.divide(regions, sr).round(2).tolist(),
+                            np.divide(energy, sr).round(2).tolist()))
+    return kept, refused
