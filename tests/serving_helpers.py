@@ -1,7 +1,8 @@
-"""Shared pieces of the serving tests: encoders and a live server.
+"""Shared pieces of the serving tests: encoders, a live server, long recordings and a
+speaker-normalised model.
 
-Holds no tests; the serving test modules import its helpers (the models they serve are
-conftest.py fixtures).
+Holds no tests; the serving test modules import its helpers (the other models they serve
+are conftest.py fixtures).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import socket
 import threading
 import time
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
@@ -147,3 +149,45 @@ def speech_clips(paths: list, sr: int = 16000) -> tuple[list, list]:
             refused.append((path.name, np.divide(regions, sr).round(2).tolist(),
                             np.divide(energy, sr).round(2).tolist()))
     return kept, refused
+
+
+# --- a speaker-normalised model, for the enrolment tests ------------------------------
+
+
+def tone_corpus(base: Path) -> Path:
+    """<base>/enrol-data: 24 actors x 8 emotions of generated tones, made once."""
+    from tests.conftest import make_ravdess_tree
+
+    data = base / "enrol-data"
+    if not (data / "ravdess").is_dir():
+        make_ravdess_tree(data / "ravdess")
+    return data
+
+
+def speaker_norm_checkpoint(base: Path) -> Path:
+    """experiment=stats_ravdess_speaker_norm on `tone_corpus(base)` (fold 1, 3 epochs, 2
+    versions), trained once under <base>/enrol-model however many modules ask."""
+    from omegaconf import open_dict
+
+    from ser.training.train import train
+    from tests.conftest import train_cfg
+
+    out = base / "enrol-model"
+    ckpt = out / "checkpoints" / "best.ckpt"
+    if not ckpt.is_file():
+        cfg = train_cfg(out, tone_corpus(base), "experiment=stats_ravdess_speaker_norm",
+                        "logger=none", "trainer.max_epochs=3", "test=false",
+                        "augment.versions=[original,speed0.9]",
+                        "augment.test_versions=[original,speed1.1]")
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(out)
+        train(cfg)
+    return ckpt
+
+
+def actor_clips(corpus: Path, actor: int, emotions) -> list[Path]:
+    """The generated corpus's clips of one actor (statement 1)."""
+    from tests.conftest import ravdess_name
+
+    return [corpus / "ravdess" / f"Actor_{actor:02d}" / f"{ravdess_name(e, 1, 1, 1, actor)}.wav"
+            for e in emotions]

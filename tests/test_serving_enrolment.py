@@ -18,8 +18,14 @@ from fastapi.testclient import TestClient
 
 from ser.serving import Predictor
 from ser.serving.app import SESSION_COOKIE, Enrolments, Limits, create_app
-from tests.conftest import make_ravdess_tree, ravdess_name, train_cfg
-from tests.serving_helpers import LiveServer, encode, tone
+from tests.serving_helpers import (
+    LiveServer,
+    actor_clips,
+    encode,
+    speaker_norm_checkpoint,
+    tone,
+    tone_corpus,
+)
 
 pytestmark = pytest.mark.slow
 BASE = "http://127.0.0.1:8000"
@@ -28,30 +34,12 @@ WAV = {"Content-Type": "audio/wav"}
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    data = tmp_path_factory.mktemp("enrol_data")
-    make_ravdess_tree(data / "ravdess")
-    return data
+    return tone_corpus(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="module")
-def norm_checkpoint(corpus, tmp_path_factory) -> Path:
-    from omegaconf import open_dict
-
-    from ser.training.train import train
-
-    out = tmp_path_factory.mktemp("enrol_model")
-    cfg = train_cfg(out, corpus, "experiment=stats_ravdess_speaker_norm", "logger=none",
-                    "trainer.max_epochs=3", "augment.versions=[original,speed0.9]",
-                    "augment.test_versions=[original,speed1.1]", "test=false")
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(out)
-    train(cfg)
-    return out / "checkpoints" / "best.ckpt"
-
-
-def clips(corpus: Path, actor: int, emotions) -> list[Path]:
-    return [corpus / "ravdess" / f"Actor_{actor:02d}" / f"{ravdess_name(e, 1, 1, 1, actor)}.wav"
-            for e in emotions]
+def norm_checkpoint(tmp_path_factory) -> Path:
+    return speaker_norm_checkpoint(tmp_path_factory.getbasetemp())
 
 
 def expected(checkpoint: Path, enrolled: list[Path], probe: Path) -> dict[str, float]:
@@ -66,8 +54,8 @@ def test_two_sessions_each_get_their_own_enrolment(norm_checkpoint, corpus):
     import httpx
 
     shared = Predictor.load(norm_checkpoint)
-    a_clips, b_clips = clips(corpus, 2, (1, 3, 5)), clips(corpus, 3, (2, 4, 6, 8))
-    probe_a, probe_b = clips(corpus, 2, (7,))[0], clips(corpus, 3, (7,))[0]
+    a_clips, b_clips = actor_clips(corpus, 2, (1, 3, 5)), actor_clips(corpus, 3, (2, 4, 6, 8))
+    probe_a, probe_b = actor_clips(corpus, 2, (7,))[0], actor_clips(corpus, 3, (7,))[0]
     want = {"a": expected(norm_checkpoint, a_clips, probe_a),
             "b": expected(norm_checkpoint, b_clips, probe_b),
             "none": expected(norm_checkpoint, [], probe_a)}
@@ -118,7 +106,7 @@ def post(client: TestClient, data: bytes, url: str = "/api/enrol"):
 
 def test_duplicate_degenerate_and_non_speech_clips_are_refused(app, corpus):
     client = TestClient(app, base_url=BASE)
-    first, second = clips(corpus, 4, (1, 2))
+    first, second = actor_clips(corpus, 4, (1, 2))
     audio, sr = sf.read(first, dtype="float32")
     assert post(client, first.read_bytes()).json()["clips"] == 1
     response = post(client, encode(audio, sr, "FLAC"))  # the same samples in another format
@@ -140,7 +128,7 @@ def test_duplicate_degenerate_and_non_speech_clips_are_refused(app, corpus):
 
 def test_forgetting_and_the_clip_limit(app, corpus):
     client = TestClient(app, base_url=BASE)
-    paths = clips(corpus, 5, (1, 2, 3, 4))
+    paths = actor_clips(corpus, 5, (1, 2, 3, 4))
     for path in paths[:3]:
         assert post(client, path.read_bytes()).status_code == 200
     response = post(client, paths[3].read_bytes())
@@ -156,7 +144,7 @@ def test_forgetting_and_the_clip_limit(app, corpus):
 def test_the_session_cookie_is_fresh_httponly_and_strict(app, corpus):
     client = TestClient(app, base_url=BASE)
     client.cookies.set(SESSION_COOKIE, "chosen-by-the-client")
-    response = post(client, clips(corpus, 6, (1,))[0].read_bytes())
+    response = post(client, actor_clips(corpus, 6, (1,))[0].read_bytes())
     cookie = response.headers["set-cookie"]
     sid = cookie.split(";")[0].split("=", 1)[1]
     assert sid != "chosen-by-the-client" and len(sid) >= 43  # 32 random bytes
@@ -193,7 +181,7 @@ def test_a_model_without_speaker_normalisation_hides_and_refuses_enrolment(tiny_
 
 def test_with_enrolment_is_a_copy(norm_checkpoint, corpus):
     predictor = Predictor.load(norm_checkpoint)
-    paths = clips(corpus, 2, (1, 2, 3))
+    paths = actor_clips(corpus, 2, (1, 2, 3))
     decoded = [(str(p), *sf.read(p, dtype="float32"))
                for p in paths]
     stats = predictor.enrolment_statistics(decoded)

@@ -223,7 +223,7 @@ function showResult(answer, blob) {
     : `${answer.windows.length} window${answer.windows.length === 1 ? "" : "s"}`;
   $("audio-info").textContent = `${answer.duration.toFixed(2)} s of ${answer.audio_format}, ${parts}`;
   const mode = modeText(answer);
-  $("mode").textContent = mode ? `speaker statistics: ${mode}` : "";
+  $("mode").textContent = mode ? ` · speaker statistics: ${mode}` : "";
   $("mode").dataset.mode = answer.mode;
   const body = $("windows").querySelector("tbody");
   body.replaceChildren();
