@@ -111,13 +111,13 @@ def long_recording(clips: list, gap: float = 1.0, sr: int = 16000
 
 
 def held_out_clips(checkpoint, ravdess, pattern: str = "03-01-0[2-8]-02-01-01-*.flac",
-                     ) -> list:
-    """Clips of the checkpoint's first test actor (a speaker it never heard)."""
+                   ) -> list:
+    """Clips of the checkpoint's test actors (speakers it never heard), actor by actor."""
     import torch
 
     meta = torch.load(checkpoint, map_location="cpu", weights_only=True)["ser_meta"]
-    actor = meta["training"]["test_speakers"][0].split(":")[1]
-    return sorted(ravdess.glob(f"Actor_{actor}/{pattern}"))
+    actors = [s.split(":")[1] for s in meta["training"]["test_speakers"]]
+    return [c for a in actors for c in sorted(ravdess.glob(f"Actor_{a}/{pattern}"))]
 
 
 def energy_span(audio: np.ndarray, sr: int = 16000) -> tuple[int, int]:
@@ -191,3 +191,13 @@ def actor_clips(corpus: Path, actor: int, emotions) -> list[Path]:
 
     return [corpus / "ravdess" / f"Actor_{actor:02d}" / f"{ravdess_name(e, 1, 1, 1, actor)}.wav"
             for e in emotions]
+
+
+def timeline_clips(checkpoint, ravdess) -> tuple[list, list]:
+    """One unambiguous held-out clip per emotion (`speech_clips`), from the first test actor
+    that has one (quiet actors' clips are often ambiguous), and the clips left out."""
+    kept, refused = speech_clips(held_out_clips(checkpoint, ravdess))
+    by_emotion: dict[str, tuple] = {}
+    for clip in kept:
+        by_emotion.setdefault(clip[0].name.split("-")[2], clip)
+    return [by_emotion[e] for e in sorted(by_emotion)], refused

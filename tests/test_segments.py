@@ -19,7 +19,7 @@ from ser.data.audio import resample
 from ser.serving import InputError, Predictor
 from ser.serving import segments as seg
 from ser.serving.predict import main as predict_main
-from tests.serving_helpers import held_out_clips, long_recording, speech_clips, tone
+from tests.serving_helpers import long_recording, timeline_clips, tone
 
 SR = 16000
 TOLERANCE = 0.2  # s between a found boundary and the true one
@@ -75,7 +75,7 @@ def test_silence_and_only_short_speech_are_errors(tiny_checkpoint, monkeypatch):
 @pytest.fixture(scope="module")
 def recording(real_ravdess, real_checkpoint, tmp_path_factory):
     """The long recording, its file, and per clip: path, samples and true speech region."""
-    clips, refused = speech_clips(held_out_clips(real_checkpoint, real_ravdess))
+    clips, refused = timeline_clips(real_checkpoint, real_ravdess)
     print("left out (detector, energy):", refused)
     assert len(clips) >= 5, f"the detector and the energy disagree on most clips: {refused}"
     mono, starts = long_recording([c[0] for c in clips])

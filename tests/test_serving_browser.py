@@ -30,10 +30,9 @@ from tests.serving_helpers import (
     LiveServer,
     actor_clips,
     free_port,
-    held_out_clips,
     long_recording,
     speaker_norm_checkpoint,
-    speech_clips,
+    timeline_clips,
     tone_corpus,
 )
 
@@ -230,7 +229,7 @@ def test_record_with_a_fake_microphone_shows_the_models_prediction(
 def test_a_long_upload_shows_the_emotion_timeline(tmp_path, real_ravdess, real_checkpoint):
     chromium, driver = _browser()
     predictor = Predictor.load(real_checkpoint)
-    clips, _ = speech_clips(held_out_clips(real_checkpoint, real_ravdess))
+    clips, _ = timeline_clips(real_checkpoint, real_ravdess)
     mono, _ = long_recording([c[0] for c in clips])
     upload = tmp_path / "long-recording.flac"
     sf.write(upload, mono, 16000)
