@@ -10,6 +10,8 @@ energy threshold agrees with it (`tests.serving_helpers.speech_clips`).
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -67,6 +69,16 @@ def test_silence_and_only_short_speech_are_errors(tiny_checkpoint, monkeypatch):
     with pytest.raises(InputError) as err:
         seg.predict_segments(predictor, tone(3.0)[:, 0], SR)
     assert err.value.code == "too_short"
+
+
+def test_loading_the_detector_leaves_torchs_threads_alone():
+    """silero-vad's import sets torch to one thread for the whole process."""
+    code = ("import numpy as np, torch; torch.set_num_threads(2);"
+            "from ser.serving.segments import speech_regions;"
+            "speech_regions(np.zeros(16000, np.float32), 16000); print(torch.get_num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.split()[-1] == "2"
 
 
 # --- real data: RAVDESS clips joined by silences ---------------------------------------------

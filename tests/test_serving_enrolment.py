@@ -17,7 +17,7 @@ import soundfile as sf
 from fastapi.testclient import TestClient
 
 from ser.serving import Predictor
-from ser.serving.app import SESSION_COOKIE, Enrolments, Limits, create_app
+from ser.serving.app import SESSION_COOKIE, Enrolment, Enrolments, Limits, create_app
 from tests.serving_helpers import (
     LiveServer,
     actor_clips,
@@ -108,6 +108,10 @@ def test_duplicate_degenerate_and_non_speech_clips_are_refused(app, corpus):
     client = TestClient(app, base_url=BASE)
     first, second = actor_clips(corpus, 4, (1, 2))
     audio, sr = sf.read(first, dtype="float32")
+    sessions = len(app.state.enrolments)
+    response = post(client, b"not audio")  # a refused first clip keeps no session
+    assert response.status_code == 415 and "set-cookie" not in response.headers
+    assert len(app.state.enrolments) == sessions
     assert post(client, first.read_bytes()).json()["clips"] == 1
     response = post(client, encode(audio, sr, "FLAC"))  # the same samples in another format
     assert response.status_code == 422 and response.json()["error"] == "duplicate_clip"
@@ -155,11 +159,10 @@ def test_the_session_cookie_is_fresh_httponly_and_strict(app, corpus):
 def test_sessions_are_bounded_least_recently_used_first_and_expire():
     now = [0.0]
     store = Enrolments(size=2, ttl=60, clock=lambda: now[0])
-    first, _ = store.create()
-    second, _ = store.create()
+    first, second = store.add(Enrolment()), store.add(Enrolment())
     now[0] = 10
     assert store.get(first) is not None  # first is now the more recently used
-    third, _ = store.create()  # evicts second
+    third = store.add(Enrolment())  # evicts second
     assert store.get(second) is None and store.get(first) and store.get(third)
     assert len({first, second, third}) == 3
     now[0] = 75  # first and third were last used at 10

@@ -190,15 +190,17 @@ class Enrolments:
                 self._items.move_to_end(sid)
             return item
 
-    def create(self) -> tuple[str, Enrolment]:
-        """A new session under a fresh 256-bit id (a client's own id is never adopted)."""
+    def add(self, item: Enrolment) -> str:
+        """Keep a new session under a fresh 256-bit id (a client's own id is never
+        adopted); the least recently used goes if the store is full."""
         sid = secrets.token_urlsafe(32)
         with self._lock:
             self._expire()
             while len(self._items) >= self.size:
                 self._items.popitem(last=False)
-            item = self._items[sid] = Enrolment(used=self.clock())
-        return sid, item
+            item.used = self.clock()
+            self._items[sid] = item
+        return sid
 
     def drop(self, sid: str | None) -> None:
         with self._lock:
@@ -302,11 +304,14 @@ def create_app(
         body = await _audio_body(request, limits.max_bytes)
         name = unquote(request.headers.get("x-filename") or "clip")
         session = session_of(request)
-        if session is None:
-            sid, session = enrolments.create()
-            response.set_cookie(SESSION_COOKIE, sid, httponly=True, samesite="strict",
-                                secure=request.url.scheme == "https", path="/")
-        return await in_worker(lambda: _add_clip(predictor, session, body, name, limits))
+        new = Enrolment() if session is None else None  # kept once its first clip is
+        answer = await in_worker(lambda: _add_clip(predictor, session or new, body, name,
+                                                   limits))
+        if new is not None:
+            response.set_cookie(SESSION_COOKIE, enrolments.add(new), httponly=True,
+                                samesite="strict", secure=request.url.scheme == "https",
+                                path="/")
+        return answer
 
     @app.delete("/api/enrol")
     def forget(request: Request, response: Response) -> dict[str, Any]:

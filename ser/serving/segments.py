@@ -21,7 +21,7 @@ classified segments' probabilities weighted by their speech duration.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -44,17 +44,19 @@ _vad: Any = None
 _vad_lock = threading.Lock()  # the detector keeps state between its 32 ms frames
 
 
-def _detector() -> Any:
+def _detector() -> tuple[Any, Callable[..., list[dict]]]:
+    """The model and the package's segmenter; the first call imports them (under the lock)."""
     global _vad
     if _vad is None:
         import torch
 
         threads = torch.get_num_threads()
-        from silero_vad.utils_vad import OnnxWrapper  # its import sets torch to one thread
+        # importing the package sets torch to one thread for the whole process: undo that
+        from silero_vad.utils_vad import OnnxWrapper, get_speech_timestamps
 
         torch.set_num_threads(threads)
         model = resources.files("silero_vad.data") / "silero_vad.onnx"  # inside the package
-        _vad = OnnxWrapper(str(model), force_onnx_cpu=True)
+        _vad = OnnxWrapper(str(model), force_onnx_cpu=True), get_speech_timestamps
     return _vad
 
 
@@ -67,12 +69,12 @@ def warm_up() -> None:
 def speech_regions(mono: np.ndarray, sample_rate: int) -> list[tuple[int, int]]:
     """(start, end) of each speech region, in samples at `sample_rate`."""
     import torch
-    from silero_vad import get_speech_timestamps
 
     wave = resample(mono, sample_rate, VAD_RATE)
     with _vad_lock:
+        model, get_speech_timestamps = _detector()
         found = get_speech_timestamps(
-            torch.from_numpy(wave), _detector(), threshold=THRESHOLD, sampling_rate=VAD_RATE,
+            torch.from_numpy(wave), model, threshold=THRESHOLD, sampling_rate=VAD_RATE,
             min_speech_duration_ms=round(1e3 * MIN_SPEECH), max_speech_duration_s=MAX_SPEECH,
             min_silence_duration_ms=round(1e3 * MIN_SILENCE),
             speech_pad_ms=round(1e3 * SPEECH_PAD))

@@ -318,7 +318,7 @@ $("record").addEventListener("click", () => toggle($("record"), (blob) => send(b
 $("enrol-record").addEventListener("click", () => toggle($("enrol-record"), async (blob) => {
   await enrolClip(blob, "recorded clip");
   $("enrol-record").disabled = false;
-  setState("idle", "");
+  setState("idle", "Record or upload what the model should hear.");
 }));
 $("enrol-file").addEventListener("change", async (event) => {
   const files = [...event.target.files];
