@@ -12,9 +12,13 @@ the recording's length beyond its decoded samples.
 
 A speaker-normalised model wants the speaker's enrolment clips (`--enrol`, audio only);
 without them it falls back to its training statistics, as its report's "no_enrolment"
-figures measured.
+figures measured. `with_enrolment` gives a per-speaker copy that shares the model, so a
+server can answer each visitor with their own statistics without changing the shared one.
 
-    ser-predict CKPT_OR_ONNX FILE... [--json] [--hop S] [--enrol CLIP ...]
+`--segments` predicts each speech segment of a long recording as a clip of its own (a
+voice-activity detector finds them; see `ser.serving.segments`): an emotion timeline.
+
+    ser-predict CKPT_OR_ONNX FILE... [--json] [--hop S] [--enrol CLIP ...] [--segments]
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import hashlib
 import json
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +53,20 @@ class WindowPrediction:
 
 
 @dataclass(frozen=True)
+class SegmentPrediction:
+    """One speech segment of a recording, predicted as a clip of its own."""
+
+    start: float  # seconds into the recording: the speech the detector found
+    end: float
+    clip_start: float  # the audio the model read: the speech with its context around it
+    clip_end: float
+    top: str | None  # None when skipped
+    confidence: float | None
+    probabilities: dict[str, float] | None
+    skipped: str | None = None  # why it was not classified: an InputError code
+
+
+@dataclass(frozen=True)
 class Prediction:
     source: str
     top: str
@@ -58,6 +76,7 @@ class Prediction:
     duration: float  # seconds of decoded audio
     model: str
     audio_format: str = ""
+    segments: list[SegmentPrediction] | None = None  # with --segments: the timeline
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,26 +126,52 @@ class Predictor:
     def enrol(self, sources: Sequence[str | Path]) -> None:
         """Speaker statistics from a speaker's clips (audio only) for a speaker-normalised
         model; its later predictions use them instead of the training statistics."""
-        if not self.pipeline.uses_enrolment:
-            raise ValueError("this model was not trained with speaker normalisation; "
-                             "enrolment clips would not be used")
-        if len(sources) < 2:
-            raise ValueError(f"enrolment needs at least 2 clips of the speaker, got {len(sources)}")
-        clips, seen = [], {}
+        self._check_enrolment(len(sources))
+        clips = []
         for source in sources:
             try:
                 decoded = decode_audio(_read_file(source))
             except InputError as err:
                 raise InputError(err.code, f"{source}: {err}") from None
-            mono = decoded.samples.mean(axis=1, dtype=np.float32)
-            digest = hashlib.sha1(mono.tobytes()).hexdigest()
-            if digest in seen:
-                raise ValueError(f"{source} holds the same audio as {seen[digest]}: enrol "
-                                 "different recordings of the speaker")
-            seen[digest] = source
-            clips.append((mono, decoded.sample_rate))
-        self.enrolment = self.pipeline.enrol(clips)
+            clips.append((str(source), decoded.samples.mean(axis=1, dtype=np.float32),
+                          decoded.sample_rate))
+        self.enrolment = self.enrolment_statistics(clips)
         self.info["enrolment"] = f"{len(sources)} clips"
+
+    def enrolment_statistics(self, clips: Sequence[tuple[str, np.ndarray, int]]) -> Any:
+        """The speaker's statistics from (name, mono, sample rate) clips; changes nothing.
+
+        InputError `duplicate_clip` if two clips hold the same decoded samples,
+        `degenerate_enrolment` if they hardly differ (the pipeline's spread check)."""
+        self._check_enrolment(len(clips))
+        seen: dict[str, str] = {}
+        for name, mono, _ in clips:
+            digest = hashlib.sha1(np.ascontiguousarray(mono, np.float32).tobytes()).hexdigest()
+            if digest in seen:
+                raise InputError("duplicate_clip", f"{name} holds the same audio as "
+                                 f"{seen[digest]}: enrol different recordings of the speaker")
+            seen[digest] = name
+        try:
+            return self.pipeline.enrol([(mono, sr) for _, mono, sr in clips])
+        except AudioError:
+            raise
+        except ValueError as err:  # the pipeline's degenerate-spread refusal
+            raise InputError("degenerate_enrolment", str(err)) from None
+
+    def _check_enrolment(self, n_clips: int) -> None:
+        if not self.pipeline.uses_enrolment:
+            raise ValueError("this model was not trained with speaker normalisation; "
+                             "enrolment clips would not be used")
+        if n_clips < 2:
+            raise ValueError(f"enrolment needs at least 2 clips of the speaker, got {n_clips}")
+
+    def with_enrolment(self, enrolment: Any, clips: int = 0) -> Predictor:
+        """A copy that predicts with these statistics (None: the training statistics); it
+        shares the model and pipeline, and this predictor is left as it was."""
+        info = {k: v for k, v in self.info.items() if k != "enrolment"}
+        if enrolment is not None:
+            info["enrolment"] = f"{clips} clips"
+        return replace(self, enrolment=enrolment, info=info)
 
     def warm_up(self) -> None:
         """Build the mel basis, import the decoders: the first request shouldn't pay ~1 s."""
@@ -256,12 +301,17 @@ def model_info(path: Path, meta: CheckpointMeta, backend: str) -> dict[str, Any]
 
 
 def format_text(pred: Prediction) -> str:
+    parts = pred.windows if pred.segments is None else pred.segments
+    what = "window" if pred.segments is None else "segment"
     lines = [f"{pred.source}: {pred.top} ({pred.confidence:.2f}), {pred.duration:.2f} s, "
-             f"{len(pred.windows)} window{'s' * (len(pred.windows) != 1)}"]
+             f"{len(parts)} {what}{'s' * (len(parts) != 1)}"]
     width = max(map(len, pred.probabilities))
     for name, p in pred.probabilities.items():
         lines.append(f"  {name:<{width}} {p:6.3f} {'#' * round(p * 40)}")
-    if len(pred.windows) > 1:
+    for seg in pred.segments or []:
+        what = f"skipped ({seg.skipped})" if seg.skipped else f"{seg.top} ({seg.confidence:.2f})"
+        lines.append(f"  segment {seg.start:6.2f}-{seg.end:6.2f} s: {what}")
+    if len(pred.windows) > 1 and pred.segments is None:
         for w in pred.windows:
             lines.append(f"  window {w.start:6.2f}-{w.end:6.2f} s: {w.top} "
                          f"({w.probabilities[w.top]:.2f})")
@@ -282,6 +332,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--enrol", nargs="+", type=Path, default=None, metavar="CLIP",
                         help="clips of the same speaker, for a speaker-normalised model "
                         "(without them it uses its training statistics)")
+    parser.add_argument("--segments", action="store_true",
+                        help="an emotion timeline: predict each speech segment (found by a "
+                        "voice-activity detector) as a clip of its own, instead of sliding "
+                        "windows")
     return parser
 
 
@@ -310,9 +364,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"ser-predict: cannot enrol the speaker: {err}", file=sys.stderr)
             return 2
     results, failed = [], 0
+    if args.segments:
+        from ser.serving.segments import predict_segments_of
+
+        def predict(path: Path) -> Prediction:
+            return predict_segments_of(predictor, path)
+    else:
+        predict = predictor.predict
     for path in args.files:
         try:
-            pred = predictor.predict(path)
+            pred = predict(path)
         except AudioError as err:
             failed += 1
             code = getattr(err, "code", "bad_audio")
