@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from ser.config import REPO_ROOT
+from ser.serving.app import main as serve_main
 from ser.serving.onnx_export import main as export_main
 from ser.serving.predict import Predictor
 from ser.serving.predict import main as predict_main
@@ -106,6 +107,9 @@ def test_commands_exit_2_with_one_line(tmp_path, tiny_checkpoint, tiny_onnx, cli
         assert export_main([str(path), str(tmp_path / "out.onnx")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and str(path) in err[0]
+        assert serve_main([str(path)]) == 2  # before it binds a port
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(path) in err[0] and "Traceback" not in err[0]
     with pytest.raises(CheckpointError, match="not a usable ser ONNX model"):
         Predictor.load(cut_onnx)
 

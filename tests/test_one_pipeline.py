@@ -228,3 +228,13 @@ def test_packages_import_one_way_without_cycles():
         for path in sorted((REPO_ROOT / "ser" / package).glob("*.py")):
             wrong = _imports(path) - ALLOWED[package] - {package}
             assert not wrong, f"{path.relative_to(REPO_ROOT)} imports ser.{sorted(wrong)}"
+
+
+def test_a_whole_clip_model_reads_a_long_recording_in_bounded_windows():
+    from ser.features.pipelines import WHOLE_CLIP_LIMIT, build_pipeline
+
+    pipeline = build_pipeline({"kind": "utterance_stats",
+                               "audio": {"sample_rate": 16000, "duration": None}})
+    assert pipeline.windows(16000 * 12, 16000) == [(0, 16000 * 12)]  # a clip: all of it
+    limit = int(WHOLE_CLIP_LIMIT * 16000)
+    assert pipeline.windows(16000 * 50, 16000) == [(0, limit), (limit, 2 * limit)]

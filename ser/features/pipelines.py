@@ -58,6 +58,9 @@ from ser.features.waveform import (
 log = logging.getLogger(__name__)
 
 STD_FLOOR = 1e-8  # standardisation never divides by less
+# seconds a whole-clip model reads as one clip (4x RAVDESS's longest); longer recordings
+# are read in windows of this length, so memory stays bounded
+WHOLE_CLIP_LIMIT = 20.0
 
 
 class ShortAudioError(AudioError):
@@ -144,7 +147,8 @@ class InputPipeline(ABC):
         The first window is the crop training used for a clip (from `offset`, at most
         `duration` long), so a clip of the training corpus gets evaluation's prediction;
         a longer recording adds a window every `hop` s (default: one window length)
-        while a whole window fits. Whole-clip models (`duration` None) read one window.
+        while a whole window fits. Whole-clip models (`duration` None) read one window, or
+        windows of `WHOLE_CLIP_LIMIT` s of a longer recording.
         """
         a = self.audio
         first = int(a.offset * sample_rate)
@@ -152,12 +156,15 @@ class InputPipeline(ABC):
             raise ShortAudioError(
                 f"only {max(n - first, 0) / sample_rate:.2f} s of audio after the model's "
                 f"{a.offset:g} s offset, need at least {a.min_duration:g} s")
-        if a.duration is None:
-            return [(first, n)]
-        hop = a.duration if hop is None else hop
+        window = a.duration
+        if window is None:
+            if n - first <= WHOLE_CLIP_LIMIT * sample_rate:
+                return [(first, n)]
+            window = WHOLE_CLIP_LIMIT  # a whole-clip model reads a long recording in parts
+        hop = window if hop is None else hop
         if hop <= 0:
             raise ValueError(f"hop must be positive, got {hop}")
-        length = int(a.duration * sample_rate)
+        length = int(window * sample_rate)
         starts = [first]
         while (nxt := int((a.offset + len(starts) * hop) * sample_rate)) + length <= n:
             starts.append(nxt)

@@ -328,7 +328,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
     parser.add_argument("--hop", type=_positive_seconds, default=None,
                         help="seconds between windows of long recordings (default: window "
-                        "length); windows are scored in batches, so any length fits in memory")
+                        "length: the model's crop, or 20 s for whole-clip models); windows are "
+                        "featurised and scored 16 at a time, so memory stays bounded (a 30-minute "
+                        "file: under 1 GB)")
     parser.add_argument("--enrol", nargs="+", type=Path, default=None, metavar="CLIP",
                         help="clips of the same speaker, for a speaker-normalised model "
                         "(without them it uses its training statistics)")
