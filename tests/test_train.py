@@ -100,12 +100,14 @@ def test_a_resumed_run_ends_as_the_uninterrupted_run(tmp_path, generated_data_di
                         "trainer.max_epochs=3", f"ckpt_path={last}")
     got = train(resumed)
     assert got == pytest.approx(expected)
-    # the run went on in its own folder and selected the same weights
-    ours = torch.load(last.parent / "best.ckpt", weights_only=True)["state_dict"]
-    theirs = torch.load(Path(whole.paths.output_dir) / "checkpoints" / "best.ckpt",
-                        weights_only=True)["state_dict"]
-    for key in theirs:
-        torch.testing.assert_close(ours[key], theirs[key], msg=key)
+    for name in ("best.ckpt", "last.ckpt"):  # the run went on in its own folder
+        ours = torch.load(last.parent / name, weights_only=True)
+        theirs = torch.load(Path(whole.paths.output_dir) / "checkpoints" / name,
+                            weights_only=True)
+        assert ours["global_step"] == theirs["global_step"], name
+        for key in theirs["state_dict"]:
+            torch.testing.assert_close(ours["state_dict"][key], theirs["state_dict"][key],
+                                       msg=f"{name}: {key}")
     assert (Path(cut.paths.output_dir) / "metrics.json").is_file()
 
 
