@@ -149,12 +149,15 @@ def test_longer_waves_are_cropped(tmp_path):
 
 
 def test_short_clip_is_zero_padded_like_the_seed(tmp_path):
-    """2.0 s file: 1.4 s after the 0.6 s offset -> 61 frames (1342 values), then zeros."""
+    """short_clips=seed: a 2.0 s file: 1.4 s after the 0.6 s offset -> 61 frames (1342
+    values), then zeros."""
     path = write_tone(
         tmp_path / "Actor_01" / "03-01-05-01-01-01-01.wav", 250, seconds=2.0, sr=48000
     )
     clip = Clip(path, "ravdess", "ravdess:01", "male", "angry")
-    table = featurise([clip], ["original"], SPEC, cache_dir=None, n_jobs=1, progress=False)
+    seed = FeatureSpec(SEED_AUDIO, HandFeatureConfig(short_clips="seed"), AugmentConfig())
+    assert cache_key(seed, "original") != cache_key(SPEC, "original")
+    table = featurise([clip], ["original"], seed, cache_dir=None, n_jobs=1, progress=False)
     row = table.features[0]
     assert row.shape == (2376,)
     short, _ = librosa.load(path, duration=2.5, offset=0.6)

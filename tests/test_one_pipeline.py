@@ -238,3 +238,26 @@ def test_a_whole_clip_model_reads_a_long_recording_in_bounded_windows():
     assert pipeline.windows(16000 * 12, 16000) == [(0, 16000 * 12)]  # a clip: all of it
     limit = int(WHOLE_CLIP_LIMIT * 16000)
     assert pipeline.windows(16000 * 50, 16000) == [(0, limit), (limit, 2 * limit)]
+
+
+def test_short_clips_are_laid_out_as_a_full_crop_or_refused():
+    """A clip shorter than the seed CNN's crop: zero-padded as a waveform, so its blocks
+    sit where training's full crops put them; a seed-padded model refuses it."""
+    from ser.features.hand import hand_features
+    from ser.features.pipelines import ShortAudioError, build_pipeline
+
+    features = {"kind": "hand", "audio": {"sample_rate": 16000, "offset": 0.6, "duration": 2.5}}
+    padded = build_pipeline(features)
+    sr, n = 16000, 40000
+    wave = (0.3 * np.sin(np.arange(int(1.8 * sr)) * 0.07)).astype(np.float32)  # 1.2 s used
+    spec = padded.spec
+    got = hand_features(wave[None, int(0.6 * sr):], sr, spec.hand, n)
+    full = np.pad(wave[int(0.6 * sr):], (0, n - (len(wave) - int(0.6 * sr))))
+    seed_hand = type(spec.hand)(**{**spec.hand.__dict__, "short_clips": "seed"})
+    np.testing.assert_array_equal(got, hand_features(full[None], sr, seed_hand, n))
+    assert not np.array_equal(got, hand_features(wave[None, int(0.6 * sr):], sr, seed_hand, n))
+    assert padded.windows(len(wave), sr) == [(int(0.6 * sr), len(wave))]
+    seed = build_pipeline({**features, "hand": {"short_clips": "seed"}})
+    with pytest.raises(ShortAudioError, match="judges clips with at least 2.25 s") as err:
+        seed.windows(len(wave), sr)
+    assert err.value.code == "too_short"

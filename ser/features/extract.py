@@ -466,6 +466,8 @@ def _key_fields(spec: FeatureSpec, version: str) -> dict:
     }
     if spec.kind == "hand":  # keys of hand features are as before the other kinds came
         fields["hand"] = asdict(spec.hand)
+        if fields["hand"]["short_clips"] == "seed":  # the seed's padding: keys as before
+            del fields["hand"]["short_clips"]
     else:
         fields.update(kind=spec.kind, stats=asdict(spec.stats))
     return _canonical(fields)

@@ -15,6 +15,8 @@ import torch
 
 from ser.features import dsp
 
+SHORT_CLIPS = ("pad_wave", "seed")
+
 
 @dataclass(frozen=True)
 class HandFeatureConfig:
@@ -25,6 +27,15 @@ class HandFeatureConfig:
     n_mfcc: int = 20
     n_fft: int = 2048
     n_mels: int = 128
+    # a clip shorter than the crop: "pad_wave" zero-pads the waveform, so every block sits
+    # where a full crop puts it; "seed" pads the stacked vector, as the seed did (its
+    # reproduction only: the blocks of a short clip slide into other positions)
+    short_clips: str = "pad_wave"
+
+    def __post_init__(self) -> None:
+        if self.short_clips not in SHORT_CLIPS:
+            raise ValueError(f"features.hand.short_clips must be one of {SHORT_CLIPS}, got "
+                             f"{self.short_clips!r}")
 
 
 def feature_dim(cfg: HandFeatureConfig, sr: int, n_samples: int) -> int:
@@ -38,11 +49,14 @@ def feature_dim(cfg: HandFeatureConfig, sr: int, n_samples: int) -> int:
 def hand_features(waves: np.ndarray, sr: int, cfg: HandFeatureConfig, n_samples: int) -> np.ndarray:
     """(B, n) waveforms -> (B, feature_dim) float32.
 
-    Longer waveforms are cropped to `n_samples`. Shorter ones are featurised as they are
-    and the stacked vector is zero-padded at its end, exactly as the seed did (its NaN
-    padding, filled with 0), so a short clip's blocks sit where the seed put them.
+    Longer waveforms are cropped to `n_samples`. Shorter ones are zero-padded to it
+    (`short_clips="pad_wave"`), or featurised as they are with the stacked vector
+    zero-padded at its end, exactly as the seed did (`"seed"`: its NaN padding, filled
+    with 0), so a short clip's blocks sit where the seed put them.
     """
     waves = np.atleast_2d(np.asarray(waves, dtype=np.float32))[:, :n_samples]
+    if cfg.short_clips == "pad_wave" and waves.shape[1] < n_samples:
+        waves = np.pad(waves, ((0, 0), (0, n_samples - waves.shape[1])))
     zcr = zero_crossing_rate(waves, cfg.frame_length, cfg.hop_length)
     energy = rms(waves, cfg.frame_length, cfg.hop_length)
     cepstra = mfcc(waves, sr, cfg).reshape(len(waves), -1)  # frame-major, as mfcc.T.ravel()

@@ -61,6 +61,7 @@ STD_FLOOR = 1e-8  # standardisation never divides by less
 # seconds a whole-clip model reads as one clip (4x RAVDESS's longest); longer recordings
 # are read in windows of this length, so memory stays bounded
 WHOLE_CLIP_LIMIT = 20.0
+SEED_FILL = 0.9  # share of the crop a seed-padded model needs (see VectorPipeline.windows)
 
 
 class ShortAudioError(AudioError):
@@ -276,6 +277,21 @@ class VectorPipeline(InputPipeline):
     @property
     def n_versions(self) -> int:
         return len(self.test_versions)
+
+    def windows(self, n: int, sample_rate: int, hop: float | None = None
+                ) -> list[tuple[int, int]]:
+        """As for every pipeline; a model that pads short clips as the seed did judges only
+        clips that fill most of its crop (the shortest RAVDESS clip fills 92%)."""
+        spans = super().windows(n, sample_rate, hop)
+        a, hand = self.spec.audio, self.spec.hand
+        if self.spec.kind == "hand" and hand.short_clips == "seed":
+            have, need = (spans[0][1] - spans[0][0]) / sample_rate, SEED_FILL * a.duration
+            if have < need:
+                raise ShortAudioError(
+                    f"only {have:.2f} s of audio after the model's {a.offset:g} s offset: this "
+                    f"model pads short clips as the seed did (features.hand.short_clips=seed) "
+                    f"and judges clips with at least {need:.2f} s there")
+        return spans
 
     @property
     def dim(self) -> int:
