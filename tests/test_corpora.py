@@ -116,7 +116,7 @@ def test_tess_scan_reads_the_quirk_as_oaf(tmp_path, caplog):
     assert {c.gender for c in clips} == {"female"}
     quirk = [c for c in clips if c.path.name == "OA_bite_neutral.wav"]
     assert quirk[0].speaker == "tess:OAF" and quirk[0].emotion == "neutral"
-    assert "the full corpus 2800" in caplog.text
+    assert "of its 2800 clips" in caplog.text
 
 
 @pytest.mark.real_data

@@ -23,6 +23,7 @@ from ser.data.emodb import (
 )
 from ser.data.label_space import LabelSpace
 from ser.data.labels import EMOTIONS, LABELS
+from ser.data.scan import speaker_emotion_table
 from ser.data.splits import (
     SplitLeakError,
     _pick_val_speakers,
@@ -105,8 +106,9 @@ def test_scan_reads_wav_folder_or_flat_and_ignores_hidden_files(tmp_path, caplog
     assert {c.speaker for c in clips} == {"emodb:03", "emodb:08"}
     assert {c.emotion for c in clips} == LabelSpace().covers(["emodb"])
     assert all(c.path.parent == folder for c in clips)
-    # a partial copy is reported with counts, boredom among the columns
-    assert "the full corpus 535" in caplog.text and "bored" in caplog.text
+    # a partial copy is reported in one line; the debug log's table has boredom's column
+    assert "EmoDB at" in caplog.text and "has 14 of its 535 clips" in caplog.text
+    assert "bored" in speaker_emotion_table(clips)
 
 
 def test_scan_stops_at_a_badly_named_file(tmp_path):
