@@ -408,7 +408,9 @@ class VectorPipeline(InputPipeline):
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> VectorPipeline:
         f = meta["features"]
-        spec = FeatureSpec(audio=AudioConfig(**f["audio"]), hand=HandFeatureConfig(**f["hand"]),
+        # checkpoints from before `short_clips` existed padded short clips as the seed did
+        hand = HandFeatureConfig(**{"short_clips": "seed", **f["hand"]})
+        spec = FeatureSpec(audio=AudioConfig(**f["audio"]), hand=hand,
                            augment=AugmentConfig(**f["augment"]), kind=f["kind"],
                            stats=UtteranceStatsConfig(**f["stats"]))
 
