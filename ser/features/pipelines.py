@@ -555,10 +555,8 @@ class WaveformPipeline(InputPipeline):
     def from_meta(cls, meta: dict[str, Any]) -> WaveformPipeline:
         f = meta["features"]
         cfg = WaveformConfig(audio=AudioConfig(**f["audio"]), train_crop=f["train_crop"])
-        augment = dict(meta.get("augment") or {})
-        if "speed_range" in augment:
-            augment["speed_range"] = tuple(augment["speed_range"])
-        return cls(cfg, WaveAugmentConfig(**augment), int(meta.get("bucket_batches", 50)))
+        augment = WaveAugmentConfig(**(meta.get("augment") or {}))
+        return cls(cfg, augment, int(meta.get("bucket_batches", 50)))
 
     def serve_inputs(self, mono: np.ndarray, sample_rate: int,
                      spans: Sequence[tuple[int, int]], enrolment: Any = None
@@ -622,8 +620,6 @@ def _waveform_pipeline(features: dict, augment: dict) -> WaveformPipeline:
     audio = AudioConfig(**{**asdict(WaveformConfig().audio), **features.get("audio", {})})
     cfg = WaveformConfig(audio=audio, train_crop=features.get("train_crop", "start"))
     augment = {k: v for k, v in augment.items() if k != "seed"}
-    if "speed_range" in augment:
-        augment["speed_range"] = tuple(augment["speed_range"])
     return WaveformPipeline(cfg, WaveAugmentConfig(**augment),
                             int(features.get("bucket_batches", 50)))
 

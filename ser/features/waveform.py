@@ -72,6 +72,9 @@ class WaveAugmentConfig:
     speed_prob: float = 0.0
     speed_range: tuple[float, float] = (0.9, 1.1)
 
+    def __post_init__(self) -> None:  # a config or a checkpoint's JSON gives a list
+        object.__setattr__(self, "speed_range", tuple(self.speed_range))
+
     @property
     def active(self) -> bool:
         return max(self.noise_prob, self.pitch_prob, self.speed_prob) > 0

@@ -57,7 +57,8 @@ def test_and_report(trainer: L.Trainer, model: SERClassifier, datamodule: SERDat
                     checkpoint_label: str = "") -> dict[str, Any]:
     """Test (and each extra test set), write the report; returns what metrics.json holds
     (the test set's metrics, and each extra test set's under its name)."""
-    protocol = datamodule.metadata()["split"]
+    data = datamodule.metadata()
+    protocol = data["split"]
     main = _test(trainer, model, datamodule.test_dataloader(), ckpt_path)
     extra = {}
     for name, loader in datamodule.extra_test_sets().items():
@@ -65,7 +66,7 @@ def test_and_report(trainer: L.Trainer, model: SERClassifier, datamodule: SERDat
         extra[name] = {**scored["metrics"], "protocol": fallback_label(protocol)}
     rows = datamodule.test_rows()
     scored_rows = [rows[i] for i in main["index"]]
-    info = {"data": datamodule.metadata(), **model.report_info(), **extra}
+    info = {"data": data, **model.report_info(), **extra}
     if len(scored_rows) < len(rows):
         info["partial"] = (f"PARTIAL test: {len(scored_rows)} of {len(rows)} test items "
                            f"scored (limit_test_batches or fast_dev_run)")
