@@ -331,7 +331,7 @@ def _add_clip(predictor: Predictor, session: Enrolment, body: bytes, name: str,
         raise _enrolment_full(session.clips)
     try:
         decoded = decode_audio(body, max_seconds=limits.enrol_seconds)
-        mono = decoded.samples.mean(axis=1, dtype=np.float32)
+        mono = decoded.samples
         predictor.pipeline.windows(len(mono), decoded.sample_rate)  # too_short
         check_not_silent(mono, decoded.sample_rate)
     except AudioError as err:

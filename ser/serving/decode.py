@@ -1,4 +1,4 @@
-"""Decode any audio a user or a browser sends: bytes in, (samples, channels) float32 out.
+"""Decode any audio a user or a browser sends: bytes or a file in, mono float32 out.
 
 Only a fixed list of containers is read, recognised by their first bytes: WAV, FLAC, Ogg,
 WebM/Matroska, MP4/M4A and MP3. ffmpeg is never asked to guess a format, because its
@@ -8,13 +8,23 @@ decode exactly as in training; webm, mp4, Ogg codecs libsndfile lacks and FLAC s
 unknown length go to ffmpeg through PyAV, with the demuxer named explicitly. Every failure
 is an `InputError` whose `code` says what was wrong, for the CLI's message and the HTTP
 status.
+
+Decoders stream: a second of samples at a time is checked and mixed down to mono, so
+neither the file's bytes (WAV and FLAC are read from the file as they decode) nor its
+channels are ever held whole. `decode_audio` keeps the mono samples in memory (uploads,
+clips); `spool_audio` writes them to a temporary file that windows are read from, so a
+recording of hours costs no more memory than a clip.
 """
 
 from __future__ import annotations
 
 import io
 import re
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -40,57 +50,200 @@ class InputError(AudioError):
         self.code = code
 
 
+Source = bytes | Path  # a whole file's bytes, or a file to read
+
+
 @dataclass(frozen=True)
 class Decoded:
-    samples: np.ndarray  # (frames, channels) float32
+    """A recording decoded into memory: the mean of its channels, at its own rate."""
+
+    samples: np.ndarray  # (frames,) float32
     sample_rate: int
     decoder: str  # "libsndfile" or "ffmpeg"
     format: str  # container/codec as the decoder names it
+    channels: int = 1  # of the file; `samples` is their mean
+
+    @property
+    def frames(self) -> int:
+        return len(self.samples)
 
     @property
     def duration(self) -> float:
-        return len(self.samples) / self.sample_rate
+        return self.frames / self.sample_rate
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return self.samples[start:stop]
 
 
-def decode_audio(data: bytes, *, max_seconds: float | None = None) -> Decoded:
-    """Decode a whole file's bytes; raises `InputError` naming what was wrong."""
-    if not data:
+class Spooled:
+    """A recording decoded into a temporary file of float32 mono samples, read by span.
+
+    So a long recording costs disk, not memory: `read` brings in only the span asked for.
+    The file is deleted when closed (a context manager closes it).
+    """
+
+    def __init__(self, file: BinaryIO, frames: int, sample_rate: int, decoder: str,
+                 format: str, channels: int) -> None:
+        self._file = file
+        self.frames, self.sample_rate = frames, sample_rate
+        self.decoder, self.format, self.channels = decoder, format, channels
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        start, stop = max(0, start), min(stop, self.frames)
+        if stop <= start:
+            return np.zeros(0, np.float32)
+        self._file.seek(start * 4)
+        return np.fromfile(self._file, dtype=np.float32, count=stop - start)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> Spooled:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+Audio = Decoded | Spooled  # what the predictor reads windows from
+
+
+@dataclass(frozen=True)
+class _Header:
+    sample_rate: int
+    decoder: str
+    format: str
+    channels: int
+
+
+def decode_audio(source: Source, *, max_seconds: float | None = None) -> Decoded:
+    """Decode a whole file (its bytes, or a path) into memory; raises `InputError`
+    naming what was wrong."""
+    header, chunks = _open_stream(source, max_seconds)
+    parts = list(chunks)
+    if not parts:
+        raise InputError("no_samples", f"the {header.format} data holds no audio samples")
+    samples = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return Decoded(samples, header.sample_rate, header.decoder, header.format, header.channels)
+
+
+def spool_audio(source: Source, *, max_seconds: float | None = None,
+                directory: str | Path | None = None) -> Spooled:
+    """Decode a file into a temporary file (in `directory`, default the system's temporary
+    folder) a second at a time: memory stays flat however long the recording is."""
+    header, chunks = _open_stream(source, max_seconds)
+    file = tempfile.TemporaryFile(dir=directory)  # unlinked at once: gone when closed
+    frames = 0
+    try:
+        for chunk in chunks:
+            file.write(chunk.tobytes())
+            frames += len(chunk)
+    except OSError as err:
+        file.close()
+        raise InputError("no_space", f"cannot keep the decoded audio in a temporary file "
+                                     f"({err.strerror or err})") from None
+    except BaseException:
+        file.close()
+        raise
+    if frames == 0:
+        file.close()
+        raise InputError("no_samples", f"the {header.format} data holds no audio samples")
+    return Spooled(file, frames, header.sample_rate, header.decoder, header.format,
+                   header.channels)
+
+
+def _open_stream(source: Source, max_seconds: float | None
+                 ) -> tuple[_Header, Iterator[np.ndarray]]:
+    """The recording's header and its mono float32 samples, a second at a time, each
+    block checked; failures are `InputError`s, raised as the stream reaches them."""
+    head = _prefix(source)
+    if not head:
         raise InputError("empty", "no audio: the input is empty (0 bytes)")
-    kind = sniff(data)
+    kind = sniff(head)
     if kind is None:
         raise InputError("unsupported_format", f"not a supported audio file: only {ACCEPTED} "
                                                "are read (recognised by their first bytes)")
-    cut = _STRUCTURE_CHECKS.get(kind, lambda _: None)(data)
-    if cut:
-        raise InputError("truncated", f"the {NAMES[kind]} data is truncated: {cut}")
-    decoded = _decode(data, kind, max_seconds)
-    if len(decoded.samples) == 0:
-        raise InputError("no_samples", f"the {decoded.format} data holds no audio samples")
-    _check_samples(decoded.samples, decoded.format)
-    return decoded
-
-
-def _decode(data: bytes, kind: str, max_seconds: float | None) -> Decoded:
-    if kind == "flac" and _flac_total_samples(data) == 0:
-        return _decode_ffmpeg(data, kind, max_seconds)  # a stream of unknown length
-    if kind in _SNDFILE:
+    if kind in _STRUCTURE_CHECKS:  # compressed: small enough to hold, and needed whole
+        source = _read_all(source)
+        cut = _STRUCTURE_CHECKS[kind](source)
+        if cut:
+            raise InputError("truncated", f"the {NAMES[kind]} data is truncated: {cut}")
+    if kind == "flac" and _flac_total_samples(head) == 0:
+        stream = _ffmpeg_stream(source, kind, max_seconds)  # a stream of unknown length
+    elif kind in _SNDFILE:
         try:
-            return _decode_sndfile(data, kind, max_seconds)
+            stream = _sndfile_stream(source, kind, max_seconds)
         except _NotForSndfile:
-            pass
-    return _decode_ffmpeg(data, kind, max_seconds)
+            stream = _ffmpeg_stream(source, kind, max_seconds)
+    else:
+        stream = _ffmpeg_stream(source, kind, max_seconds)
+    header = next(stream)  # the generators yield their header first, then the samples
+    return header, stream
 
 
-def _check_samples(samples: np.ndarray, fmt: str) -> None:
-    """NaN, infinity or absurd amplitudes would turn into NaN probabilities downstream."""
-    peak = float(np.abs(samples).max())
+def _prefix(source: Source, size: int = 65536) -> bytes:
+    """The first bytes, enough to sniff the container (past ID3 tags, however long)."""
+    if isinstance(source, bytes):
+        return source[:size]
+    try:
+        with open(source, "rb") as f:
+            head = f.read(size)
+            end = _id3_end(head)
+            if end + 4096 > len(head) == size:  # a long tag: read past it
+                head += f.read(end + 4096 - len(head))
+            return head
+    except OSError as err:
+        raise InputError("unreadable", f"cannot read file ({err.strerror or err})") from None
+
+
+def _read_all(source: Source) -> bytes:
+    if isinstance(source, bytes):
+        return source
+    try:
+        return Path(source).read_bytes()
+    except OSError as err:
+        raise InputError("unreadable", f"cannot read file ({err.strerror or err})") from None
+
+
+def _open_binary(source: Source) -> BinaryIO:
+    """A file object (never a name: ffmpeg would read `concat:` or `http:` as a protocol)."""
+    if isinstance(source, bytes):
+        return io.BytesIO(source)
+    try:
+        return open(source, "rb")  # noqa: SIM115 - the decoder's stream closes it
+    except OSError as err:
+        raise InputError("unreadable", f"cannot read file ({err.strerror or err})") from None
+
+
+def _mono(block: np.ndarray, channel_axis: int) -> np.ndarray:
+    """The channels' mean, float32; a mono block as it is."""
+    if block.shape[channel_axis] == 1:
+        return np.ascontiguousarray(block.reshape(-1), dtype=np.float32)
+    return block.mean(axis=channel_axis, dtype=np.float32)
+
+
+def _check_samples(block: np.ndarray, fmt: str, channel_axis: int, start: int, rate: int
+                   ) -> None:
+    """NaN, infinity or absurd amplitudes would turn into NaN probabilities downstream.
+
+    `block` starts at sample `start` of the recording (for the message)."""
+    if not block.size:
+        return
+    peak = float(np.abs(block).max())
+    if np.isfinite(peak) and peak <= MAX_AMPLITUDE:
+        return
+    bad = ~np.isfinite(block) if not np.isfinite(peak) else np.abs(block) > MAX_AMPLITUDE
+    at = (start + int(np.flatnonzero(bad.any(axis=channel_axis))[0])) / rate
     if not np.isfinite(peak):
-        bad = int(samples.size - np.count_nonzero(np.isfinite(samples)))
-        raise InputError("bad_audio", f"the {fmt} audio holds {bad} non-finite samples "
-                                      "(NaN, infinity, or beyond float32's range)")
-    if peak > MAX_AMPLITUDE:
-        raise InputError("bad_audio", f"the {fmt} audio holds samples of amplitude {peak:.3g}, "
-                                      f"over the {MAX_AMPLITUDE:g} limit (full scale is 1.0)")
+        raise InputError("bad_audio", f"the {fmt} audio holds non-finite samples (NaN, "
+                                      f"infinity, or beyond float32's range), from {at:.3f} s")
+    raise InputError("bad_audio", f"the {fmt} audio holds samples of amplitude {peak:.3g}, "
+                                  f"over the {MAX_AMPLITUDE:g} limit (full scale is 1.0), from "
+                                  f"{at:.3f} s")
 
 
 # -- what the bytes are -----------------------------------------------------------------
@@ -261,16 +414,25 @@ class _NotForSndfile(Exception):
     """libsndfile does not read this codec: try ffmpeg."""
 
 
-def _decode_sndfile(data: bytes, kind: str, max_seconds: float | None) -> Decoded:
+def _sndfile_stream(source: Source, kind: str, max_seconds: float | None
+                    ) -> Iterator[_Header | np.ndarray]:
+    """Its header, then mono blocks of a second; the file's header is checked first."""
+    file = _open_binary(source)
     try:
-        f = sf.SoundFile(io.BytesIO(data))
+        f = sf.SoundFile(file)
     except sf.LibsndfileError as err:
+        file.close()
         reason = _sf_reason(err)
         if kind in ("ogg", "mp3") and re.search(r"not recognised|unknown|unsupported",
                                                 reason, re.IGNORECASE):
             raise _NotForSndfile from None
         raise InputError("not_audio", f"not readable {NAMES[kind]} data: {reason}") from None
-    with f:
+    return _sndfile_blocks(file, f, kind, max_seconds)
+
+
+def _sndfile_blocks(file: BinaryIO, f: sf.SoundFile, kind: str, max_seconds: float | None
+                    ) -> Iterator[_Header | np.ndarray]:
+    with file, f:
         fmt = f"{f.format}/{f.subtype}".lower()
         if f.format not in _SNDFILE[kind]:
             raise InputError("not_audio", f"not readable {NAMES[kind]} data: libsndfile reads "
@@ -279,36 +441,32 @@ def _decode_sndfile(data: bytes, kind: str, max_seconds: float | None) -> Decode
         if declared is not None:
             _check_length(declared / f.samplerate, max_seconds)
         _check_sndfile_header(f.extra_info, fmt)
-        samples = _read_sndfile(f, fmt, max_seconds)
-        rate = f.samplerate
-    if kind == "flac" and declared is not None and len(samples) < declared:
-        raise InputError("truncated", f"the {fmt} data is truncated: {len(samples)} samples "
+        yield _Header(f.samplerate, "libsndfile", fmt, f.channels)
+        frames = 0
+        while len(block := _read_block(f, fmt)):  # a header's frame count may be absurd
+            _check_samples(block, fmt, 1, frames, f.samplerate)
+            frames += len(block)
+            _check_length(frames / f.samplerate, max_seconds, decoding=True)
+            yield _mono(block, channel_axis=1)
+    if kind == "flac" and declared is not None and frames < declared:
+        raise InputError("truncated", f"the {fmt} data is truncated: {frames} samples "
                                       f"decoded of the {declared} its header declares")
-    return Decoded(samples, rate, "libsndfile", fmt)
 
 
-def _read_sndfile(f: sf.SoundFile, fmt: str, max_seconds: float | None) -> np.ndarray:
-    """All frames, a second at a time: a header's frame count may be absurd."""
-    chunks, frames = [], 0
-    while True:
-        try:
-            chunk = f.read(max(f.samplerate, 1024), dtype="float32", always_2d=True)
-        except (sf.LibsndfileError, RuntimeError) as err:
-            reason = _sf_reason(err)
-            if "fseek" in reason:  # soundfile seeks past what it read: the data ran out
-                reason = f"it ends before the {f.frames} samples its header declares"
-            raise InputError("truncated", f"the {fmt} data is truncated or corrupt: {reason}") \
-                from None
-        if not len(chunk):
-            break
-        chunks.append(chunk)
-        frames += len(chunk)
-        _check_length(frames / f.samplerate, max_seconds, decoding=True)
-    return np.concatenate(chunks) if chunks else np.zeros((0, f.channels), np.float32)
+def _read_block(f: sf.SoundFile, fmt: str) -> np.ndarray:
+    """The next second of frames (frames, channels)."""
+    try:
+        return f.read(max(f.samplerate, 1024), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as err:
+        reason = _sf_reason(err)
+        if "fseek" in reason:  # soundfile seeks past what it read: the data ran out
+            reason = f"it ends before the {f.frames} samples its header declares"
+        raise InputError("truncated", f"the {fmt} data is truncated or corrupt: {reason}") \
+            from None
 
 
 def _sf_reason(err: Exception) -> str:
-    """libsndfile's words without the 'Error opening <_io.BytesIO ...>:' prefix."""
+    """libsndfile's words without the 'Error opening <_io.BufferedReader ...>:' prefix."""
     return re.sub(r"^Error (opening )?<[^>]*>:\s*", "", str(err)).strip() or repr(err)
 
 
@@ -334,25 +492,28 @@ def _check_sndfile_header(log: str, fmt: str) -> None:
 _FFMPEG_TRUNCATION = ("ended prematurely", "truncat", "invalid data", "error while decoding")
 
 
-def _decode_ffmpeg(data: bytes, kind: str, max_seconds: float | None) -> Decoded:
+def _ffmpeg_stream(source: Source, kind: str, max_seconds: float | None
+                   ) -> Iterator[_Header | np.ndarray]:
+    """Its header, then mono blocks as ffmpeg decodes them (PyAV)."""
     import av  # imported on first use: ~0.1 s, and most inputs never need it
     import av.logging
 
     if av.logging.get_level() is None or av.logging.get_level() > av.logging.WARNING:
         av.logging.set_level(av.logging.WARNING)  # so ffmpeg's warnings reach the capture
-    with av.logging.Capture(local=True) as logs:
+    with av.logging.Capture(local=True) as logs, _open_binary(source) as file:
         try:  # the demuxer named, never probed: no playlists, no concat scripts
-            container = av.open(io.BytesIO(data), mode="r", format=_DEMUXER[kind],
+            container = av.open(file, mode="r", format=_DEMUXER[kind],
                                 container_options=_DEMUXER_OPTIONS.get(kind, {}),
                                 metadata_errors="replace")  # tags of any bytes
         except av.error.FFmpegError as err:
             raise InputError("not_audio", f"not readable {NAMES[kind]} data "
                                           f"({err.strerror or type(err).__name__})") from None
         with container:
-            return _decode_container(container, logs, max_seconds)
+            yield from _container_blocks(container, logs, max_seconds)
 
 
-def _decode_container(container, logs: list, max_seconds: float | None) -> Decoded:
+def _container_blocks(container, logs: list, max_seconds: float | None
+                      ) -> Iterator[_Header | np.ndarray]:
     if not container.streams.audio:
         kinds = ", ".join(s.type for s in container.streams) or "no streams"
         raise InputError("not_audio", f"the {container.format.name} data has no audio stream "
@@ -365,37 +526,41 @@ def _decode_container(container, logs: list, max_seconds: float | None) -> Decod
     declared = container.duration / 1e6 if container.duration else None  # µs
     if declared is not None:
         _check_length(declared, max_seconds)
-    chunks, rate = _decode_frames(container, stream, fmt, max_seconds)
-    frames = sum(c.shape[1] for c in chunks)
-    _check_ffmpeg_truncation(logs, fmt, frames / rate if rate else 0.0, declared)
-    channels = stream.codec_context.channels or 1
-    samples = np.concatenate(chunks, axis=1).T if chunks else np.zeros((0, channels))
-    return Decoded(np.ascontiguousarray(samples, dtype=np.float32), rate, "ffmpeg", fmt)
+    if not stream.rate:
+        raise InputError("not_audio", f"the {fmt} audio stream declares no sample rate")
+    yield _Header(stream.rate, "ffmpeg", fmt, stream.codec_context.channels or 1)
+    frames = 0
+    for block in _decoded_frames(container, stream, fmt):
+        _check_samples(block, fmt, 0, frames, stream.rate)
+        frames += block.shape[1]
+        _check_length(frames / stream.rate, max_seconds, decoding=True)
+        yield _mono(block, channel_axis=0)
+    _check_ffmpeg_truncation(logs, fmt, frames / stream.rate, declared)
 
 
-def _decode_frames(container, stream, fmt: str, max_seconds: float | None):
-    """(planar float chunks, rate); a decoder error partway is a cut or corrupt file."""
+def _decoded_frames(container, stream, fmt: str) -> Iterator[np.ndarray]:
+    """Planar float blocks (channels, frames) at the stream's own rate; a decoder error
+    partway is a cut or corrupt file."""
     import av
 
     resampler = av.AudioResampler(format="fltp")  # planar float, native rate and layout
-    chunks, frames, rate = [], 0, stream.rate
+    channels = None
     try:
         for frame in container.decode(stream):
             for out in resampler.resample(frame):
-                chunks.append(out.to_ndarray())
-                frames, rate = frames + out.samples, out.sample_rate
-            if rate:
-                _check_length(frames / rate, max_seconds, decoding=True)
-        chunks.extend(out.to_ndarray() for out in resampler.resample(None))
-        if len({c.shape[0] for c in chunks}) > 1:
-            raise ValueError("the channel count changes")
+                block = out.to_ndarray()
+                channels = channels or block.shape[0]
+                if block.shape[0] != channels:
+                    raise ValueError("the channel count changes")
+                yield block
+        for out in resampler.resample(None):
+            yield out.to_ndarray()
     except InputError:
         raise  # too long (an InputError is a ValueError too)
     except (av.error.FFmpegError, ValueError) as err:
         reason = getattr(err, "strerror", None) or str(err)
         raise InputError("truncated", f"the {fmt} data is truncated or corrupt ({reason})") \
             from None
-    return chunks, rate
 
 
 def _check_ffmpeg_truncation(
@@ -442,6 +607,15 @@ def frame_levels(mono: np.ndarray, sample_rate: int) -> np.ndarray:
     return 10 * np.log10(np.maximum(power, 1e-20))
 
 
+def audio_levels(audio: Audio, start: int = 0, frames_per_read: int = 4096) -> np.ndarray:
+    """`frame_levels` of a decoded recording from sample `start`, read a block at a time
+    (blocks of whole frames, so the levels are those of the samples read at once)."""
+    step = max(1, round(FRAME_SECONDS * audio.sample_rate)) * frames_per_read
+    blocks = [frame_levels(audio.read(s, s + step), audio.sample_rate)
+              for s in range(max(0, start), audio.frames, step)]
+    return np.concatenate(blocks) if blocks else np.zeros(0)
+
+
 def check_not_silent(mono: np.ndarray, sample_rate: int | None = None) -> None:
     """Reject a recording without speech-like energy: silence, a DC offset, a quiet hum,
     steady noise. Speech rises and falls by tens of dB from frame to frame; those don't.
@@ -452,7 +626,11 @@ def check_not_silent(mono: np.ndarray, sample_rate: int | None = None) -> None:
     offset; 13.8 dB for RAVDESS); white noise varies by about 2 dB between frames.
     `sample_rate` sets the 25 ms frames; without it frames are 400 samples (25 ms at 16 kHz).
     """
-    levels = frame_levels(mono, sample_rate or 16000)
+    check_levels(frame_levels(mono, sample_rate or 16000))
+
+
+def check_levels(levels: np.ndarray) -> None:
+    """`check_not_silent` on a recording's frame levels (`frame_levels`, `audio_levels`)."""
     loudest = float(levels.max()) if levels.size else -200.0
     if loudest < FLOOR_DBFS:
         level = f"{loudest:.0f} dBFS" if loudest > -200 else "digital silence"

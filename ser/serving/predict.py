@@ -7,8 +7,8 @@ training used for a clip, so a clip of the training corpus gets the prediction
 evaluation gives it; a longer recording adds a window every `hop` s (default: one window
 length) while a whole window fits, and the overall probabilities are the windows' mean.
 Whole-clip models (utterance statistics) read the whole recording as one window.
-Windows are featurised and scored `WINDOW_BATCH` at a time, so memory does not grow with
-the recording's length beyond its decoded samples.
+Windows are read, featurised and scored `WINDOW_BATCH` at a time from a recording decoded
+into a temporary file, so memory does not grow with the recording's length.
 
 A speaker-normalised model wants the speaker's enrolment clips (`--enrol`, audio only);
 without them it falls back to its training statistics, as its report's "no_enrolment"
@@ -36,7 +36,15 @@ import numpy as np
 
 from ser.data.audio import AudioError
 from ser.features.pipelines import InputPipeline, pipeline_from_meta
-from ser.serving.decode import Decoded, InputError, check_not_silent, decode_audio
+from ser.serving.decode import (
+    Audio,
+    Decoded,
+    InputError,
+    audio_levels,
+    check_levels,
+    decode_audio,
+    spool_audio,
+)
 from ser.training.schema import CheckpointError, CheckpointMeta
 
 # network inputs (windows, versions, ...) -> (windows, classes) probabilities
@@ -130,11 +138,10 @@ class Predictor:
         clips = []
         for source in sources:
             try:
-                decoded = decode_audio(_read_file(source))
+                decoded = decode_audio(Path(source))
             except InputError as err:
                 raise InputError(err.code, f"{source}: {err}") from None
-            clips.append((str(source), decoded.samples.mean(axis=1, dtype=np.float32),
-                          decoded.sample_rate))
+            clips.append((str(source), decoded.samples, decoded.sample_rate))
         self.enrolment = self.enrolment_statistics(clips)
         self.info["enrolment"] = f"{len(sources)} clips"
 
@@ -189,46 +196,54 @@ class Predictor:
         self, source: str | Path | bytes, *, name: str | None = None,
         max_seconds: float | None = None,
     ) -> Prediction:
-        """A file path or a whole file's bytes, in any format `decode_audio` reads."""
-        if isinstance(source, bytes):
-            data, label = source, name or "<bytes>"
-        else:
-            data, label = _read_file(source), name or str(source)
+        """A file path or a whole file's bytes, in any format `decode_audio` reads.
+
+        A file is decoded into a temporary file that windows are read from (`spool_audio`),
+        so its length costs disk, not memory; bytes (an upload) are decoded in memory."""
+        label = name or ("<bytes>" if isinstance(source, bytes) else str(source))
         try:
-            decoded = decode_audio(data, max_seconds=max_seconds)
-            return self.predict_decoded(decoded, label)
+            if isinstance(source, bytes):
+                return self.predict_audio(decode_audio(source, max_seconds=max_seconds), label)
+            with spool_audio(Path(source), max_seconds=max_seconds) as audio:
+                return self.predict_audio(audio, label)
         except InputError as err:
             raise InputError(err.code, f"{label}: {err}") from None
-
-    def predict_decoded(self, decoded: Decoded, name: str = "<audio>") -> Prediction:
-        mono = decoded.samples.mean(axis=1, dtype=np.float32)
-        return self.predict_waveform(mono, decoded.sample_rate, name, decoded.format)
 
     def predict_waveform(
         self, mono: np.ndarray, sample_rate: int, name: str = "<audio>", audio_format: str = ""
     ) -> Prediction:
+        """A mono recording already in memory."""
+        decoded = Decoded(np.asarray(mono, dtype=np.float32), sample_rate, "", audio_format)
+        return self.predict_audio(decoded, name)
+
+    def predict_audio(self, audio: Audio, name: str = "<audio>") -> Prediction:
+        """A decoded recording (in memory or spooled), read `WINDOW_BATCH` windows at a time."""
         try:
-            spans = self.pipeline.windows(len(mono), sample_rate, self.hop)
+            spans = self.pipeline.windows(audio.frames, audio.sample_rate, self.hop)
         except AudioError as err:
             raise InputError(getattr(err, "code", "bad_audio"), str(err)) from None
-        check_not_silent(mono[spans[0][0]:], sample_rate)
-        probs = self.window_probabilities(mono, sample_rate, spans)
+        check_levels(audio_levels(audio, spans[0][0]))
+        probs = self.window_probabilities(audio, spans)
+        sr = audio.sample_rate
         windows = [
-            WindowPrediction(s / sample_rate, e / sample_rate,
-                             self.class_names[int(p.argmax())], self._named(p))
+            WindowPrediction(s / sr, e / sr, self.class_names[int(p.argmax())], self._named(p))
             for (s, e), p in zip(spans, probs, strict=True)
         ]
         overall = probs.mean(axis=0)
         best = int(overall.argmax())
         return Prediction(name, self.class_names[best], float(overall[best]), self._named(overall),
-                          windows, len(mono) / sample_rate, self.name, audio_format)
+                          windows, audio.duration, self.name, audio.format)
 
-    def window_probabilities(self, mono: np.ndarray, sample_rate: int,
-                             spans: Sequence[tuple[int, int]]) -> np.ndarray:
-        """(windows, classes), `WINDOW_BATCH` windows at a time; non-finite is an error."""
+    def window_probabilities(self, audio: Audio, spans: Sequence[tuple[int, int]]
+                             ) -> np.ndarray:
+        """(windows, classes), `WINDOW_BATCH` windows at a time, each batch reading only the
+        samples its windows cover; non-finite is an error."""
         parts = []
         for i in range(0, len(spans), WINDOW_BATCH):
-            inputs = self.pipeline.serve_inputs(mono, sample_rate, spans[i:i + WINDOW_BATCH],
+            batch = spans[i:i + WINDOW_BATCH]
+            lo, hi = min(s for s, _ in batch), max(e for _, e in batch)
+            inputs = self.pipeline.serve_inputs(audio.read(lo, hi), audio.sample_rate,
+                                                [(s - lo, e - lo) for s, e in batch],
                                                 self.enrolment)
             if not all(np.isfinite(x).all() for x in inputs.values()):
                 raise InputError("bad_audio", "the audio gives non-finite features "
@@ -241,13 +256,6 @@ class Predictor:
 
     def _named(self, probs: np.ndarray) -> dict[str, float]:
         return {c: round(float(p), 6) for c, p in zip(self.class_names, probs, strict=True)}
-
-
-def _read_file(source: str | Path) -> bytes:
-    try:
-        return Path(source).read_bytes()
-    except OSError as err:
-        raise InputError("unreadable", f"{source}: cannot read file ({err})") from None
 
 
 def _load_torch(path: Path) -> tuple[Classify, CheckpointMeta, InputPipeline]:
@@ -328,9 +336,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
     parser.add_argument("--hop", type=_positive_seconds, default=None,
                         help="seconds between windows of long recordings (default: window "
-                        "length: the model's crop, or 20 s for whole-clip models); windows are "
-                        "featurised and scored 16 at a time, so memory stays bounded (a 30-minute "
-                        "file: under 1 GB)")
+                        "length: the model's crop, or 20 s for whole-clip models). Any length "
+                        "is read: a file is decoded into a temporary file (4 bytes a sample at "
+                        "its rate) and read 16 windows at a time, so memory stays flat (a "
+                        "30-minute 48 kHz stereo file: under 1 GB)")
     parser.add_argument("--enrol", nargs="+", type=Path, default=None, metavar="CLIP",
                         help="clips of the same speaker, for a speaker-normalised model "
                         "(without them it uses its training statistics)")

@@ -140,17 +140,11 @@ def predict_segments_of(predictor: Predictor, source: str | Path | bytes, *,
                         name: str | None = None, max_seconds: float | None = None
                         ) -> Prediction:
     """`predict_segments` of a file path or a whole file's bytes (any format decoded)."""
-    if isinstance(source, bytes):
-        data, label = source, name or "<bytes>"
-    else:
-        label = name or str(source)
-        try:
-            data = Path(source).read_bytes()
-        except OSError as err:
-            raise InputError("unreadable", f"{source}: cannot read file ({err})") from None
+    label = name or ("<bytes>" if isinstance(source, bytes) else str(source))
+    data = source if isinstance(source, bytes) else Path(source)
     try:
         decoded = decode_audio(data, max_seconds=max_seconds)
-        mono = decoded.samples.mean(axis=1, dtype=np.float32)
+        mono = decoded.samples
         return predict_segments(predictor, mono, decoded.sample_rate, label, decoded.format)
     except InputError as err:
         raise InputError(err.code, f"{label}: {err}") from None
