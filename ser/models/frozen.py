@@ -206,14 +206,10 @@ class WhisperMelEncoder:
         return (lengths // self.inputs.hop_length - 1) // 2 + 1
 
     def __call__(self, encoder: nn.Module, waves: torch.Tensor, lengths: torch.Tensor) -> Encoded:
-        if bool((lengths != waves.shape[1]).any()):
-            raise ValueError("the Whisper encoder runs clips alone: no padded batches")
         x = F.gelu(encoder.conv1(self.log_mel(waves)))
         x = F.gelu(encoder.conv2(x)).transpose(1, 2)  # (B, T, H)
-        limit = encoder.embed_positions.num_embeddings
-        if x.shape[1] > limit:
-            raise ValueError(f"a clip of {x.shape[1]} Whisper frames is longer than the "
-                             f"encoder's {limit} (30 s); cut it into windows")
+        if not torch.compiler.is_compiling():  # an export's windows share one length
+            _check_whole(x.shape[1], encoder.embed_positions.num_embeddings, waves, lengths)
         hidden = x + encoder.embed_positions.weight[: x.shape[1]]
         states = [hidden]
         for layer in encoder.layers:
@@ -238,6 +234,14 @@ class WhisperMelEncoder:
 
         cfg = dict(config)
         return WhisperEncoder(AutoConfig.for_model(cfg.pop("model_type"), **cfg)), MelSpec(**inputs)
+
+
+def _check_whole(frames: int, limit: int, waves: torch.Tensor, lengths: torch.Tensor) -> None:
+    if bool((lengths != waves.shape[1]).any()):
+        raise ValueError("the Whisper encoder runs clips alone: no padded batches")
+    if frames > limit:
+        raise ValueError(f"a clip of {frames} Whisper frames is longer than the encoder's "
+                         f"{limit} (30 s); cut it into windows")
 
 
 ENCODERS: dict[str, type] = {"waveform": WaveformEncoder, "whisper": WhisperMelEncoder}
@@ -328,14 +332,6 @@ class FrozenBackbone(nn.Module):
         picked, frames = self._picked(waves.float(), lengths)
         dtype = getattr(torch, self.cache_dtype.name)
         return self.head(picked.to(dtype).float(), frames)
-
-    @property
-    def export_refusal(self) -> str | None:
-        """Why `ser-export-onnx` can't write this network, or None if it can."""
-        if self.encoder.name == "whisper":
-            return ("the Whisper encoder's log-mel STFT and per-clip runs are not exported; "
-                    "serve the checkpoint itself (ser-serve / Predictor.load(best.ckpt))")
-        return None
 
     @property
     def cache(self) -> ArrayCache | None:

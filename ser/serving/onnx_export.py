@@ -40,10 +40,6 @@ def export_onnx(ckpt_path: str | Path, out_path: str | Path | None = None) -> Pa
     ckpt_path = Path(ckpt_path)
     out = Path(out_path) if out_path else ckpt_path.with_suffix(".onnx")
     model = load_classifier(ckpt_path)
-    refusal = getattr(model.net, "export_refusal", None)  # a family the exporter can't trace
-    if refusal:
-        raise ValueError(f"{ckpt_path}: model family {model.family} has no ONNX export: "
-                         f"{refusal}")
     pipeline = model.pipeline
     wrapper = Probabilities(model).eval()
     example = pipeline.example_inputs()
