@@ -171,11 +171,15 @@ class WhisperMelEncoder:
     its own length: the log-mel of the clip alone (the extractor's arithmetic; padding
     never enters its per-clip maximum), the two convs, the positional embeddings sliced
     to the clip's frames, the layers, the final layer norm. A clip's result therefore
-    depends on nothing but the clip. It differs from the frames of a 30 s-padded forward,
-    where every frame also attends to the padding's frames: chosen for the cost (up to
-    7x fewer frames for RAVDESS clips) and so that nothing outside the clip shapes its
-    value; the encoder never sees the padding it was trained with, which is why a
-    checkpoint says `encoder: whisper` and its cache is keyed apart from other inputs.
+    depends on nothing but the clip.
+
+    This differs from the clip's frames of a 30 s-padded forward (what EmoBox ran), where
+    every frame also attends to the padding's frames, so the values are not EmoBox's
+    exactly; on a whole 30 s window the two are the same computation (tested). Chosen
+    because the cost is the clip's, not 30 s's (a 3-5 s RAVDESS clip: 150-265 frames
+    instead of 1500, and attention is quadratic in them), and because nothing outside
+    the clip then shapes its value. The price: the encoder sees inputs shorter than the
+    30 s windows it was trained on.
     """
 
     name = "whisper"
