@@ -40,7 +40,8 @@ from transformers import (
 log = logging.getLogger(__name__)
 
 # Architectures of the hub ids the project's recipes name, for `pretrained=false` offline:
-# (model_type, changes to that type's default config). The sizes are the checkpoints' own.
+# (model_type, changes to that type's default config). The sizes are the checkpoints' own
+# (the EmoBox rows' from their published sizes, not checked against the hub's files here).
 # The large checkpoints' sizes; those with layer-norm conv features take the padding mask
 # (data2vec-audio has no such switch: its conv features are always layer-normed).
 _LARGE = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
