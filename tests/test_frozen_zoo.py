@@ -94,7 +94,7 @@ def test_each_recipe_fits_real_clips_and_the_served_model_reproduces_it(
         np.testing.assert_allclose([got[c] for c in EMOTIONS], [float(row[c]) for c in EMOTIONS],
                                    atol=1e-5, err_msg=row["path"])
 
-    if kind == "whisper":  # the new parts (log-mel STFT, per-clip frames, light head) export
+    if kind in ("hubert", "whisper"):  # one export per family: the light head, Whisper's STFT
         runtime = Predictor.load(export_onnx(ckpt, tmp_path / "m.onnx"))
         for row in rows[:3]:
             onnx_p = runtime.predict(row["path"]).probabilities
