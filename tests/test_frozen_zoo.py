@@ -143,6 +143,21 @@ def test_whisper_runs_each_clip_at_its_length_as_transformers_runs_a_full_window
     assert short.shape == (3, 30, 32)
 
 
+def test_the_hubs_whisper_layout_loads_its_encoder_weights(tmp_path):
+    """Hub checkpoints are WhisperForConditionalGeneration (`model.encoder.*` keys)."""
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    from tests.conftest import TINY_WHISPER
+
+    torch.manual_seed(1)
+    full = WhisperForConditionalGeneration(WhisperConfig(**TINY_WHISPER))
+    full.save_pretrained(tmp_path / "hub")  # no preprocessor_config: the model's mel bins
+    net = build("whisper", tmp_path / "hub")
+    saved = full.model.encoder.state_dict()
+    assert all(torch.equal(v, saved[k]) for k, v in net.backbone.state_dict().items())
+    assert net.inputs == bb.MelSpec(n_mels=80)
+
+
 def test_a_cache_hit_gives_the_head_the_same_input(zoo, tmp_path, monkeypatch):
     waves, lengths = clip_batch(2, (1.0, 1.4))
     keys = ["clip-a", "clip-b"]
