@@ -176,6 +176,25 @@ def save_tiny_backbone(folder: Path, model_type: str, layer_norm: bool = False) 
     return folder
 
 
+TINY_WHISPER = dict(d_model=32, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=64,
+                    decoder_layers=1, decoder_attention_heads=4, decoder_ffn_dim=64,
+                    num_mel_bins=80, vocab_size=64, max_target_positions=16, pad_token_id=0,
+                    bos_token_id=1, eos_token_id=2, decoder_start_token_id=3)
+
+
+def save_tiny_whisper(folder: Path, seconds: int = 30) -> Path:
+    """A random tiny Whisper (encoder and decoder, as the hub's) and its feature extractor;
+    `seconds` is its input window (30 s for the real models)."""
+    import torch
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
+
+    config = WhisperConfig(**TINY_WHISPER, max_source_positions=50 * seconds)
+    torch.manual_seed(0)
+    WhisperModel(config).save_pretrained(folder)
+    WhisperFeatureExtractor(feature_size=80, chunk_length=seconds).save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_backbones(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("backbones")
@@ -184,6 +203,9 @@ def tiny_backbones(tmp_path_factory) -> dict[str, Path]:
         "wav2vec2": save_tiny_backbone(root / "wav2vec2", "wav2vec2"),
         "hubert_ln": save_tiny_backbone(root / "hubert_ln", "hubert", layer_norm=True),
         "wav2vec2_ln": save_tiny_backbone(root / "wav2vec2_ln", "wav2vec2", layer_norm=True),
+        "wavlm": save_tiny_backbone(root / "wavlm", "wavlm", layer_norm=True),
+        "data2vec-audio": save_tiny_backbone(root / "data2vec", "data2vec-audio"),
+        "whisper": save_tiny_whisper(root / "whisper"),
     }
 
 

@@ -34,6 +34,8 @@ COMBINATIONS = [
     ("stats_linear", "utterance_stats", "none"),
     ("wav2vec2_cnn", "waveform", "waveform_none"),
     ("hubert", "waveform", "waveform_none"),
+    ("ssl_frozen", "waveform", "waveform_none"),
+    ("whisper_frozen", "waveform", "waveform_none"),
 ]
 
 
@@ -52,8 +54,9 @@ def combo_cache(tmp_path_factory) -> Path:
 def _overrides(model: str, backbones: dict[str, Path]) -> list[str]:
     if model == "hubert":
         return [f"model.net.backbone.name_or_path={backbones['hubert']}"]
-    if model == "wav2vec2_cnn":
-        return [f"model.net.backbone.name_or_path={backbones['wav2vec2']}",
+    frozen = {"wav2vec2_cnn": "wav2vec2", "ssl_frozen": "wavlm", "whisper_frozen": "whisper"}
+    if model in frozen:
+        return [f"model.net.backbone.name_or_path={backbones[frozen[model]]}",
                 "model.net.cache_dir=null"]
     return []
 

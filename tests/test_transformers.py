@@ -33,8 +33,8 @@ from ser.features.waveform import (
     padding_fraction,
 )
 from ser.models import backbone as bb
+from ser.models.frozen import FrozenBackbone, build_wav2vec2_cnn
 from ser.models.hubert import build_finetune_classifier
-from ser.models.wav2vec2_cnn import FrozenBackboneCNN, build_wav2vec2_cnn
 from ser.training.checkpoint import load_classifier
 from ser.training.datamodule import SERDataModule
 from ser.training.train import resolve_precision, train
@@ -110,7 +110,7 @@ def test_wav2vec2_cnn_caches_hidden_states_and_second_run_skips_backbone(
     def no_backbone(*args, **kwargs):
         raise AssertionError("the backbone ran although every clip was cached")
 
-    monkeypatch.setattr(FrozenBackboneCNN, "hidden_states", no_backbone)
+    monkeypatch.setattr(FrozenBackbone, "hidden_states", no_backbone)
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path / "run2")
     second = train(cfg)

@@ -29,7 +29,10 @@ class Family:
 FAMILIES: dict[str, Family] = {
     "cnn": Family("ser.models.cnn1d:SeedCNN", "vector"),
     "stats_linear": Family("ser.models.stats_linear:StatsLinearEnsemble", "vector"),
-    "wav2vec2_cnn": Family("ser.models.wav2vec2_cnn:FrozenBackboneCNN", "waveform"),
+    # one frozen-encoder network, three families (encoder x head, see ser.models.frozen)
+    "wav2vec2_cnn": Family("ser.models.frozen:FrozenBackbone", "waveform"),
+    "ssl_frozen": Family("ser.models.frozen:FrozenBackbone", "waveform"),
+    "whisper_frozen": Family("ser.models.frozen:FrozenBackbone", "waveform"),
     "hubert": Family("ser.models.hubert:FinetuneClassifier", "waveform"),
 }
 

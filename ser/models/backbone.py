@@ -1,4 +1,4 @@
-"""Self-supervised speech backbones (wav2vec2 family) from a local folder, the HF cache or the hub.
+"""Speech backbones (wav2vec2 family, Whisper) from a local folder, the HF cache or the hub.
 
 `name_or_path` is a hub id (`ntu-spml/distilhubert`, `facebook/wav2vec2-base`, ...) or a
 folder written by `save_pretrained`. With `pretrained=False` only the architecture's config
@@ -40,11 +40,37 @@ from transformers import (
 log = logging.getLogger(__name__)
 
 # Architectures of the hub ids the project's recipes name, for `pretrained=false` offline:
-# (model_type, changes to that type's default config). The sizes are the checkpoints' own.
+# (model_type, changes to that type's default config). The sizes are the checkpoints' own
+# (the EmoBox rows' from their published sizes, not checked against the hub's files here).
+# The large checkpoints' sizes; those with layer-norm conv features take the padding mask
+# (data2vec-audio has no such switch: its conv features are always layer-normed).
+_LARGE = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
+          "intermediate_size": 4096}
+_LARGE_LN = {**_LARGE, "feat_extract_norm": "layer", "do_stable_layer_norm": True}
+
+
+def _whisper(d_model: int, layers: int, heads: int, n_mels: int = 80) -> tuple[str, dict]:
+    return ("whisper", {"d_model": d_model, "encoder_layers": layers, "decoder_layers": layers,
+                        "encoder_attention_heads": heads, "decoder_attention_heads": heads,
+                        "encoder_ffn_dim": 4 * d_model, "decoder_ffn_dim": 4 * d_model,
+                        "num_mel_bins": n_mels})
+
+
 KNOWN_ARCHITECTURES: dict[str, tuple[str, dict[str, Any]]] = {
     "ntu-spml/distilhubert": ("hubert", {"num_hidden_layers": 2, "conv_bias": False}),
     "facebook/hubert-base-ls960": ("hubert", {}),
+    "facebook/hubert-large-ll60k": ("hubert", _LARGE_LN),
     "facebook/wav2vec2-base": ("wav2vec2", {}),
+    "facebook/wav2vec2-large": ("wav2vec2", _LARGE),
+    "microsoft/wavlm-base": ("wavlm", {}),
+    "microsoft/wavlm-base-plus": ("wavlm", {}),
+    "microsoft/wavlm-large": ("wavlm", _LARGE_LN),
+    "facebook/data2vec-audio-base": ("data2vec-audio", {}),
+    "facebook/data2vec-audio-large": ("data2vec-audio", _LARGE),
+    "openai/whisper-base": _whisper(512, 6, 8),
+    "openai/whisper-small": _whisper(768, 12, 12),
+    "openai/whisper-medium": _whisper(1024, 24, 16),
+    "openai/whisper-large-v3": _whisper(1280, 32, 20, n_mels=128),
 }
 
 
@@ -70,6 +96,16 @@ class InputSpec:
             feature_size=1, sampling_rate=self.sampling_rate, padding_value=0.0,
             do_normalize=self.do_normalize, return_attention_mask=self.attention_mask,
         )
+
+
+@dataclass(frozen=True)
+class MelSpec:
+    """Whisper's log-mel input: its WhisperFeatureExtractor's settings."""
+
+    sampling_rate: int = 16000
+    n_mels: int = 80
+    n_fft: int = 400
+    hop_length: int = 160
 
 
 def is_local(name_or_path: str) -> bool:
@@ -164,6 +200,27 @@ def load_input_spec(name_or_path: str, config: PretrainedConfig) -> InputSpec:
         do_normalize=bool(getattr(fe, "do_normalize", True)),
         attention_mask=bool(getattr(fe, "return_attention_mask", default.attention_mask)),
     )
+
+
+def load_mel_spec(name_or_path: str, config: PretrainedConfig) -> MelSpec:
+    """A Whisper checkpoint's log-mel settings; without a preprocessor_config.json, the
+    extractor's defaults with the model's own number of mel bins."""
+    default = MelSpec(n_mels=int(config.num_mel_bins))
+    try:
+        fe = AutoFeatureExtractor.from_pretrained(
+            str(Path(name_or_path).expanduser()) if is_local(name_or_path) else name_or_path,
+            local_files_only=True,
+        )
+    except (OSError, ValueError):
+        log.info("backbone %s: no feature-extractor settings found; using %s", name_or_path,
+                 default)
+        return default
+    spec = MelSpec(sampling_rate=int(fe.sampling_rate), n_mels=int(fe.feature_size),
+                   n_fft=int(fe.n_fft), hop_length=int(fe.hop_length))
+    if spec.n_mels != default.n_mels:
+        raise ValueError(f"backbone {name_or_path!r}: its feature extractor makes "
+                         f"{spec.n_mels} mel bins, the model takes {default.n_mels}")
+    return spec
 
 
 def load_backbone(

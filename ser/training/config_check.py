@@ -9,6 +9,7 @@ would work, read from the config files themselves.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -48,11 +49,43 @@ def check_config(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> None:
             f"model={_choice('model', family)} with features={_choice('features', kind)} takes "
             f"augment={'|'.join(fits)} ({AUGMENT_KINDS[needs]} augmentation); "
             f"augment={_choice('augment', augment)} is {augment} augmentation")
+    _check_backbone(cfg, family)
     norm = cfg.get("speaker_norm") or {}
     if norm.get("mode", "none") != "none" and needs != "vector":
         raise ConfigError(f"speaker_norm={_choice('speaker_norm', norm.get('mode'))} applies to "
                           f"feature-vector models; model={_choice('model', family)} takes "
                           f"waveforms: use speaker_norm=none")
+
+
+WHISPER_FAMILIES = ("whisper_frozen",)  # the families whose encoder is Whisper's
+
+
+def _check_backbone(cfg: DictConfig, family: str) -> None:
+    """Whisper backbones only under a Whisper family, and nothing else under one."""
+    backbone = (cfg.model.get("net") or {}).get("backbone") or {}
+    name = backbone.get("name_or_path")
+    if name is None:
+        return
+    model_type = backbone_type(str(name))
+    if model_type is None:
+        return
+    is_whisper = model_type == "whisper"
+    if (family in WHISPER_FAMILIES) != is_whisper:
+        fits = "whisper_frozen" if is_whisper else "ssl_frozen (or another waveform model)"
+        raise ConfigError(f"model={_choice('model', family)} can't run backbone {name} "
+                          f"({model_type}): use model={fits}")
+
+
+def backbone_type(name: str) -> str | None:
+    """The model_type of a local folder's config.json; for a hub id, "whisper" when the
+    id names Whisper, else "wav2vec2-family"; None when it can't be told (no config)."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        try:
+            return json.loads((path / "config.json").read_text()).get("model_type")
+        except (OSError, ValueError):
+            return None
+    return "whisper" if "whisper" in name.lower() else "wav2vec2-family"
 
 
 def _choice(group: str, fallback: object) -> str:
