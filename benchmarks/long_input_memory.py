@@ -5,7 +5,7 @@
 Writes (to a temporary folder) a recording of real RAVDESS speech (from SER_DATA_DIR,
 else ../shared/data) repeated to `--minutes`: a 48 kHz stereo 16-bit WAV and a 16 kHz
 mono FLAC. Each `ser-predict` runs in a fresh process that reports its own peak resident
-set size (ru_maxrss) when done; the first run of each model predicts one 3.5 s clip, so
+set size (VmHWM, Linux) when done; the first run of each model predicts one 3.5 s clip, so
 "over one clip" is what the recording's length costs beyond the model and its libraries.
 """
 
@@ -23,11 +23,13 @@ import soundfile as sf
 import soxr
 
 ROOT = Path(__file__).resolve().parents[1]
+# VmHWM, not ru_maxrss: a forked child keeps its parent's ru_maxrss through exec
 RUN = (
-    "import resource, sys\n"
+    "import re, sys\n"
     "from ser.serving.predict import main\n"
     "code = main(sys.argv[1:])\n"
-    "print('PEAK_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+    "hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)\n"
+    "print('PEAK_KB', hwm, file=sys.stderr)\n"
     "sys.exit(code)\n"
 )
 
