@@ -22,9 +22,8 @@ from ser.models import backbone as bb
 from ser.models.frozen import (
     FrozenBackbone,
     LightHead,
-    build_ssl_frozen,
+    build_light_frozen,
     build_wav2vec2_cnn,
-    build_whisper_frozen,
 )
 from ser.serving.onnx_export import export_onnx
 from ser.serving.predict import Predictor
@@ -58,8 +57,8 @@ RECIPES = {"wav2vec2": "emobox_wav2vec2_base", "hubert": "emobox_hubert_base",
 
 
 def build(kind: str, folder: Path, **kwargs) -> FrozenBackbone:
-    builder = build_whisper_frozen if kind == "whisper" else build_ssl_frozen
-    return builder(EMOTIONS, {"name_or_path": str(folder)}, **kwargs)
+    family = "whisper_frozen" if kind == "whisper" else "ssl_frozen"
+    return build_light_frozen(EMOTIONS, {"name_or_path": str(folder)}, family, **kwargs)
 
 
 # -- real fits, served back ------------------------------------------------------------------

@@ -179,6 +179,20 @@ def load_config(name_or_path: str, pretrained: bool, **overrides: Any) -> Pretra
     return config
 
 
+def _local_feature_extractor(name_or_path: str, default: Any) -> Any:
+    """The checkpoint's own feature extractor from its folder or the local cache, or None
+    (logged, with the `default` settings the caller will use instead)."""
+    try:
+        return AutoFeatureExtractor.from_pretrained(
+            str(Path(name_or_path).expanduser()) if is_local(name_or_path) else name_or_path,
+            local_files_only=True,
+        )
+    except (OSError, ValueError):
+        log.info("backbone %s: no feature-extractor settings found; using %s", name_or_path,
+                 default)
+        return None
+
+
 def load_input_spec(name_or_path: str, config: PretrainedConfig) -> InputSpec:
     """The checkpoint's own feature-extractor settings, or the usual ones for its config.
 
@@ -186,14 +200,8 @@ def load_input_spec(name_or_path: str, config: PretrainedConfig) -> InputSpec:
     pass the attention mask only to models with layer-norm conv features.
     """
     default = InputSpec(attention_mask=getattr(config, "feat_extract_norm", "group") == "layer")
-    try:
-        fe = AutoFeatureExtractor.from_pretrained(
-            str(Path(name_or_path).expanduser()) if is_local(name_or_path) else name_or_path,
-            local_files_only=True,
-        )
-    except (OSError, ValueError):
-        log.info("backbone %s: no feature-extractor settings found; using %s", name_or_path,
-                 default)
+    fe = _local_feature_extractor(name_or_path, default)
+    if fe is None:
         return default
     return InputSpec(
         sampling_rate=int(fe.sampling_rate),
@@ -206,14 +214,8 @@ def load_mel_spec(name_or_path: str, config: PretrainedConfig) -> MelSpec:
     """A Whisper checkpoint's log-mel settings; without a preprocessor_config.json, the
     extractor's defaults with the model's own number of mel bins."""
     default = MelSpec(n_mels=int(config.num_mel_bins))
-    try:
-        fe = AutoFeatureExtractor.from_pretrained(
-            str(Path(name_or_path).expanduser()) if is_local(name_or_path) else name_or_path,
-            local_files_only=True,
-        )
-    except (OSError, ValueError):
-        log.info("backbone %s: no feature-extractor settings found; using %s", name_or_path,
-                 default)
+    fe = _local_feature_extractor(name_or_path, default)
+    if fe is None:
         return default
     spec = MelSpec(sampling_rate=int(fe.sampling_rate), n_mels=int(fe.feature_size),
                    n_fft=int(fe.n_fft), hop_length=int(fe.hop_length))

@@ -466,29 +466,22 @@ def build_wav2vec2_cnn(
                   cache_dtype)
 
 
-def build_ssl_frozen(
+LIGHT_ENCODERS = {"ssl_frozen": "waveform", "whisper_frozen": "whisper"}
+
+
+def build_light_frozen(
     class_names: Sequence[str],
     backbone: dict[str, Any],
+    family: str = "ssl_frozen",
     layer: int | str = -1,
     hidden_size: int = 256,
     cache_dir: str | Path | None = None,
     cache_dtype: str = "float16",
 ) -> FrozenBackbone:
-    """`model=ssl_frozen`: a frozen wav2vec2-family encoder and EmoBox's light head."""
+    """`model=ssl_frozen` (a frozen wav2vec2-family encoder) and `model=whisper_frozen`
+    (Whisper's frozen encoder), each with EmoBox's light head."""
+    if family not in LIGHT_ENCODERS:
+        raise ValueError(f"family must be one of {sorted(LIGHT_ENCODERS)}, got {family!r}")
     head_cfg = {"n_classes": len(class_names), "hidden_size": hidden_size}
-    return _build("ssl_frozen", "waveform", "light", head_cfg, backbone, layer, cache_dir,
-                  cache_dtype)
-
-
-def build_whisper_frozen(
-    class_names: Sequence[str],
-    backbone: dict[str, Any],
-    layer: int | str = -1,
-    hidden_size: int = 256,
-    cache_dir: str | Path | None = None,
-    cache_dtype: str = "float16",
-) -> FrozenBackbone:
-    """`model=whisper_frozen`: Whisper's frozen encoder and EmoBox's light head."""
-    head_cfg = {"n_classes": len(class_names), "hidden_size": hidden_size}
-    return _build("whisper_frozen", "whisper", "light", head_cfg, backbone, layer, cache_dir,
-                  cache_dtype)
+    return _build(family, LIGHT_ENCODERS[family], "light", head_cfg, backbone, layer,
+                  cache_dir, cache_dtype)
