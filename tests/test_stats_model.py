@@ -124,6 +124,42 @@ def test_shrinkage_lda_matches_sklearn_with_equal_priors():
     np.testing.assert_allclose(bias, ref.intercept_, atol=1e-5)
 
 
+@pytest.mark.parametrize("shrinkage", [0.0, 0.1, 0.5])
+def test_fixed_shrinkage_lda_shrinks_each_class_covariance_of_standardised_columns(shrinkage):
+    from sklearn.covariance import empirical_covariance, shrunk_covariance
+
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 4, 300)
+    x = rng.normal(size=(300, 20)) * rng.uniform(0.5, 3, 20) + 0.7 * np.eye(4, 20)[y]
+    weight, bias = shrinkage_lda(x, y, 4, shrinkage)
+    cov, means = np.zeros((20, 20)), np.stack([x[y == k].mean(axis=0) for k in range(4)])
+    for k in range(4):
+        std = x[y == k].std(axis=0)
+        z = (x[y == k] - means[k]) / std
+        cov += std[:, None] * shrunk_covariance(empirical_covariance(z), shrinkage) * std / 4
+    expected = np.linalg.solve(cov, means.T).T
+    np.testing.assert_allclose(weight, expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(bias, -0.5 * (means * expected).sum(axis=1) + np.log(0.25),
+                               rtol=1e-4, atol=1e-5)
+    if shrinkage == 0.0:  # no shrinkage: plain LDA, as sklearn fits it
+        ref = LinearDiscriminantAnalysis(solver="lsqr", priors=np.ones(4) / 4).fit(x, y)
+        np.testing.assert_allclose(weight, ref.coef_, atol=1e-5)
+    else:  # the intensity is used: it changes the discriminant
+        auto, _ = shrinkage_lda(x, y, 4)
+        assert not np.allclose(weight, auto, atol=1e-3)
+
+
+def test_lda_shrinkage_is_checked_and_kept_in_the_checkpoint_meta():
+    for bad in (-0.1, 1.5, "ledoit", None):
+        with pytest.raises(ValueError, match="lda_shrinkage"):
+            StatsLinearEnsemble(6, 3, lda_shrinkage=bad)
+    net = StatsLinearEnsemble(6, 3, lda_shrinkage="0.1")
+    assert net.meta()["lda_shrinkage"] == 0.1
+    assert StatsLinearEnsemble.from_meta(net.meta()).lda_shrinkage == 0.1
+    old = {k: v for k, v in net.meta().items() if k != "lda_shrinkage"}
+    assert StatsLinearEnsemble.from_meta(old).lda_shrinkage == "auto"  # older checkpoints
+
+
 def test_absent_class_never_wins_the_lda_head():
     rng = np.random.default_rng(1)
     y = rng.integers(0, 3, 200)  # class 3 of 4 absent
