@@ -18,6 +18,7 @@ from ser.features.speaker_norm import SpeakerNormConfig, normalise_by_group
 from ser.features.utterance import (
     UtteranceStatsConfig,
     frame_descriptors,
+    n_descriptors,
     stats_dim,
     utterance_stats,
 )
@@ -49,6 +50,68 @@ def test_stats_vector_has_the_documented_length_and_is_finite():
     vector = stats_of(harmonic_tone(200.0))
     assert vector.shape == (stats_dim(CFG),) == (992,)
     assert np.isfinite(vector).all() and vector.dtype == np.float32
+
+
+def test_extra_functionals_extend_the_vector_after_the_default_one():
+    rich = replace(CFG, extra=["moments", "voicing", "slow"])
+    assert rich.extra == ("moments", "voicing", "slow")  # a tuple: it keys caches
+    wave = harmonic_tone(200.0)
+    frames = frame_descriptors(wave, SR, rich)
+    vector = utterance_stats(frames, SR, rich)
+    n = n_descriptors(CFG) - 1
+    assert vector.shape == (stats_dim(rich),) == (992 + 8 * n,)
+    assert np.isfinite(vector).all()
+    np.testing.assert_array_equal(vector[:992], stats_of(wave))  # the default part unchanged
+    skew, kurt = vector[992:992 + n], vector[992 + n:992 + 2 * n]
+    log_rms = CFG.n_mels + CFG.n_mfcc
+    active = frames[frames[:, log_rms] > frames[:, log_rms].max() - 40 / 20 * np.log(10)]
+    others = np.delete(active, -2, axis=1)
+    from scipy.stats import kurtosis
+    from scipy.stats import skew as scipy_skew
+
+    np.testing.assert_allclose(skew[log_rms], scipy_skew(others[:, log_rms]), atol=1e-3)
+    np.testing.assert_allclose(kurt[log_rms], kurtosis(others[:, log_rms]), atol=1e-3)
+
+
+def test_voicing_functionals_summarise_voiced_and_unvoiced_frames_apart():
+    """A tone then noise: the voiced part's mean ZCR is the tone's, the unvoiced one's the
+    noise's; the slow changes see the switch."""
+    rich = replace(CFG, extra=["voicing", "slow"])
+    tone = harmonic_tone(200.0, seconds=1.0)
+    noise = 0.05 * np.random.default_rng(3).standard_normal(SR).astype(np.float32)
+    vector = utterance_stats(frame_descriptors(np.concatenate([tone, noise]), SR, rich),
+                             SR, rich)
+    n, zcr = n_descriptors(CFG) - 1, CFG.n_mels + CFG.n_mfcc + 1
+    voiced_mean, unvoiced_mean = vector[992 + zcr], vector[992 + 2 * n + zcr]
+    tone_zcr = stats_of(tone)[zcr]  # mean ZCR of the tone alone
+    assert voiced_mean == pytest.approx(tone_zcr, rel=0.2)
+    assert unvoiced_mean > 3 * voiced_mean
+    slow_size = vector[992 + 4 * n:992 + 5 * n]
+    assert (slow_size >= 0).all() and slow_size[zcr] > 0
+
+
+def test_unknown_extra_functionals_are_refused():
+    for bad in (["kurtosis"], ["slow", "slow"]):
+        with pytest.raises(ValueError, match="features.stats.extra"):
+            UtteranceStatsConfig(extra=bad)
+
+
+def test_the_default_vector_keeps_its_cache_keys():
+    """Vectors without extras are keyed as before `extra` existed (the warm caches stay
+    valid); extras change the key."""
+    from ser.data.audio import AudioConfig
+    from ser.features.augment import AugmentConfig
+    from ser.features.extract import FeatureSpec, HandFeatureConfig, cache_key
+
+    def spec(stats):
+        return FeatureSpec(audio=AudioConfig(sample_rate=16000, duration=None),
+                           hand=HandFeatureConfig(),
+                           augment=AugmentConfig(), kind="utterance_stats", stats=stats)
+
+    # the key the stats recipes' warm caches were written under before `extra` existed
+    assert cache_key(spec(CFG), "original") == "original-65941405a6c0e81e"
+    assert cache_key(spec(replace(CFG, extra=("slow",))), "original") != cache_key(
+        spec(CFG), "original")
 
 
 def test_pitch_of_a_harmonic_tone_is_found_and_voiced():
