@@ -329,8 +329,13 @@ def test_speaker_normalised_fit_reports_both_protocols_and_evaluates(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("options", [
+    (),
+    # the richer recipe's options: fixed LDA shrinkage, extra functionals
+    ("model.net.lda_shrinkage=0.2", "features.stats.extra=[moments,voicing,slow]"),
+], ids=["recipe", "rich"])
 def test_test_speakers_labels_never_reach_training_or_selection(
-        tone_corpus, stats_cache, tmp_path, monkeypatch):
+        tone_corpus, stats_cache, tmp_path, monkeypatch, options):
     """Scramble the test actors' labels: the fitted weights and the chosen epoch must not
     move (features, speaker statistics, LDA, early stopping and checkpointing see no test
     label); only the test score may."""
@@ -350,7 +355,8 @@ def test_test_speakers_labels_never_reach_training_or_selection(
     for name, patch in (("real", False), ("scrambled", True)):
         if patch:
             monkeypatch.setattr(dm_module, "load_corpora", scrambled)
-        cfg = stats_cfg("stats_ravdess_speaker_norm", tone_corpus, stats_cache, tmp_path / name)
+        cfg = stats_cfg("stats_ravdess_speaker_norm", tone_corpus, stats_cache, tmp_path / name,
+                        *options)
         metrics = train(cfg)
         weights = load_classifier(tmp_path / name / "checkpoints" / "best.ckpt").state_dict()
         runs[name] = metrics, weights
