@@ -87,6 +87,17 @@ def test_every_experiment_is_a_combination_that_can_train(name, tmp_path):
     check_config(compose_train([f"experiment={name}"], tmp_path))
 
 
+@pytest.mark.parametrize("name", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+def test_the_split_group_chooses_the_protocol_of_every_experiment(name, tmp_path):
+    """`split=emobox` on an experiment of the speaker-independent folds runs EmoBox's folds:
+    no experiment pins `split.protocol` against the group it was given."""
+    cfg = compose_train([f"experiment={name}"], tmp_path)
+    if cfg.split.protocol != "speaker_independent":
+        pytest.skip(f"{name} uses {cfg.split.protocol}")
+    cfg = compose_train([f"experiment={name}", "split=emobox"], tmp_path)
+    assert cfg.split.protocol == "emobox"
+
+
 README_GROUPS = re.compile(r"^\| `([\w/]+)` \| ((?:`\w+`(?:, )?)+) \|", re.M)
 
 

@@ -18,6 +18,7 @@ from ser.features.speaker_norm import SpeakerNormConfig, normalise_by_group
 from ser.features.utterance import (
     UtteranceStatsConfig,
     frame_descriptors,
+    n_descriptors,
     stats_dim,
     utterance_stats,
 )
@@ -49,6 +50,68 @@ def test_stats_vector_has_the_documented_length_and_is_finite():
     vector = stats_of(harmonic_tone(200.0))
     assert vector.shape == (stats_dim(CFG),) == (992,)
     assert np.isfinite(vector).all() and vector.dtype == np.float32
+
+
+def test_extra_functionals_extend_the_vector_after_the_default_one():
+    rich = replace(CFG, extra=["moments", "voicing", "slow"])
+    assert rich.extra == ("moments", "voicing", "slow")  # a tuple: it keys caches
+    wave = harmonic_tone(200.0)
+    frames = frame_descriptors(wave, SR, rich)
+    vector = utterance_stats(frames, SR, rich)
+    n = n_descriptors(CFG) - 1
+    assert vector.shape == (stats_dim(rich),) == (992 + 8 * n,)
+    assert np.isfinite(vector).all()
+    np.testing.assert_array_equal(vector[:992], stats_of(wave))  # the default part unchanged
+    skew, kurt = vector[992:992 + n], vector[992 + n:992 + 2 * n]
+    log_rms = CFG.n_mels + CFG.n_mfcc
+    active = frames[frames[:, log_rms] > frames[:, log_rms].max() - 40 / 20 * np.log(10)]
+    others = np.delete(active, -2, axis=1)
+    from scipy.stats import kurtosis
+    from scipy.stats import skew as scipy_skew
+
+    np.testing.assert_allclose(skew[log_rms], scipy_skew(others[:, log_rms]), atol=1e-3)
+    np.testing.assert_allclose(kurt[log_rms], kurtosis(others[:, log_rms]), atol=1e-3)
+
+
+def test_voicing_functionals_summarise_voiced_and_unvoiced_frames_apart():
+    """A tone then noise: the voiced part's mean ZCR is the tone's, the unvoiced one's the
+    noise's; the slow changes see the switch."""
+    rich = replace(CFG, extra=["voicing", "slow"])
+    tone = harmonic_tone(200.0, seconds=1.0)
+    noise = 0.05 * np.random.default_rng(3).standard_normal(SR).astype(np.float32)
+    vector = utterance_stats(frame_descriptors(np.concatenate([tone, noise]), SR, rich),
+                             SR, rich)
+    n, zcr = n_descriptors(CFG) - 1, CFG.n_mels + CFG.n_mfcc + 1
+    voiced_mean, unvoiced_mean = vector[992 + zcr], vector[992 + 2 * n + zcr]
+    tone_zcr = stats_of(tone)[zcr]  # mean ZCR of the tone alone
+    assert voiced_mean == pytest.approx(tone_zcr, rel=0.2)
+    assert unvoiced_mean > 3 * voiced_mean
+    slow_size = vector[992 + 4 * n:992 + 5 * n]
+    assert (slow_size >= 0).all() and slow_size[zcr] > 0
+
+
+def test_unknown_extra_functionals_are_refused():
+    for bad in (["kurtosis"], ["slow", "slow"]):
+        with pytest.raises(ValueError, match="features.stats.extra"):
+            UtteranceStatsConfig(extra=bad)
+
+
+def test_the_default_vector_keeps_its_cache_keys():
+    """Vectors without extras are keyed as before `extra` existed (the warm caches stay
+    valid); extras change the key."""
+    from ser.data.audio import AudioConfig
+    from ser.features.augment import AugmentConfig
+    from ser.features.extract import FeatureSpec, HandFeatureConfig, cache_key
+
+    def spec(stats):
+        return FeatureSpec(audio=AudioConfig(sample_rate=16000, duration=None),
+                           hand=HandFeatureConfig(),
+                           augment=AugmentConfig(), kind="utterance_stats", stats=stats)
+
+    # the key the stats recipes' warm caches were written under before `extra` existed
+    assert cache_key(spec(CFG), "original") == "original-65941405a6c0e81e"
+    assert cache_key(spec(replace(CFG, extra=("slow",))), "original") != cache_key(
+        spec(CFG), "original")
 
 
 def test_pitch_of_a_harmonic_tone_is_found_and_voiced():
@@ -122,6 +185,42 @@ def test_shrinkage_lda_matches_sklearn_with_equal_priors():
     ref.fit(x, y)
     np.testing.assert_allclose(weight, ref.coef_, atol=1e-5)
     np.testing.assert_allclose(bias, ref.intercept_, atol=1e-5)
+
+
+@pytest.mark.parametrize("shrinkage", [0.0, 0.1, 0.5])
+def test_fixed_shrinkage_lda_shrinks_each_class_covariance_of_standardised_columns(shrinkage):
+    from sklearn.covariance import empirical_covariance, shrunk_covariance
+
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 4, 300)
+    x = rng.normal(size=(300, 20)) * rng.uniform(0.5, 3, 20) + 0.7 * np.eye(4, 20)[y]
+    weight, bias = shrinkage_lda(x, y, 4, shrinkage)
+    cov, means = np.zeros((20, 20)), np.stack([x[y == k].mean(axis=0) for k in range(4)])
+    for k in range(4):
+        std = x[y == k].std(axis=0)
+        z = (x[y == k] - means[k]) / std
+        cov += std[:, None] * shrunk_covariance(empirical_covariance(z), shrinkage) * std / 4
+    expected = np.linalg.solve(cov, means.T).T
+    np.testing.assert_allclose(weight, expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(bias, -0.5 * (means * expected).sum(axis=1) + np.log(0.25),
+                               rtol=1e-4, atol=1e-5)
+    if shrinkage == 0.0:  # no shrinkage: plain LDA, as sklearn fits it
+        ref = LinearDiscriminantAnalysis(solver="lsqr", priors=np.ones(4) / 4).fit(x, y)
+        np.testing.assert_allclose(weight, ref.coef_, atol=1e-5)
+    else:  # the intensity is used: it changes the discriminant
+        auto, _ = shrinkage_lda(x, y, 4)
+        assert not np.allclose(weight, auto, atol=1e-3)
+
+
+def test_lda_shrinkage_is_checked_and_kept_in_the_checkpoint_meta():
+    for bad in (-0.1, 1.5, "ledoit", None):
+        with pytest.raises(ValueError, match="lda_shrinkage"):
+            StatsLinearEnsemble(6, 3, lda_shrinkage=bad)
+    net = StatsLinearEnsemble(6, 3, lda_shrinkage="0.1")
+    assert net.meta()["lda_shrinkage"] == 0.1
+    assert StatsLinearEnsemble.from_meta(net.meta()).lda_shrinkage == 0.1
+    old = {k: v for k, v in net.meta().items() if k != "lda_shrinkage"}
+    assert StatsLinearEnsemble.from_meta(old).lda_shrinkage == "auto"  # older checkpoints
 
 
 def test_absent_class_never_wins_the_lda_head():
@@ -230,8 +329,13 @@ def test_speaker_normalised_fit_reports_both_protocols_and_evaluates(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("options", [
+    (),
+    # the richer recipe's options: fixed LDA shrinkage, extra functionals
+    ("model.net.lda_shrinkage=0.2", "features.stats.extra=[moments,voicing,slow]"),
+], ids=["recipe", "rich"])
 def test_test_speakers_labels_never_reach_training_or_selection(
-        tone_corpus, stats_cache, tmp_path, monkeypatch):
+        tone_corpus, stats_cache, tmp_path, monkeypatch, options):
     """Scramble the test actors' labels: the fitted weights and the chosen epoch must not
     move (features, speaker statistics, LDA, early stopping and checkpointing see no test
     label); only the test score may."""
@@ -251,7 +355,8 @@ def test_test_speakers_labels_never_reach_training_or_selection(
     for name, patch in (("real", False), ("scrambled", True)):
         if patch:
             monkeypatch.setattr(dm_module, "load_corpora", scrambled)
-        cfg = stats_cfg("stats_ravdess_speaker_norm", tone_corpus, stats_cache, tmp_path / name)
+        cfg = stats_cfg("stats_ravdess_speaker_norm", tone_corpus, stats_cache, tmp_path / name,
+                        *options)
         metrics = train(cfg)
         weights = load_classifier(tmp_path / name / "checkpoints" / "best.ckpt").state_dict()
         runs[name] = metrics, weights

@@ -60,6 +60,23 @@ def test_aggregate_folds_into_mean_and_std(tmp_path):
     assert summary["ua"]["mean"] == pytest.approx(0.5)
     assert summary["ua"]["std"] == pytest.approx(0.1)
     assert "50.0 ± 10.0" in (tmp_path / "summary.md").read_text()
+    assert "val_ua" not in summary  # no run left its training metrics
+
+
+def test_aggregate_reports_the_validation_ua_runs_were_selected_on(tmp_path):
+    for fold, (ua, val) in enumerate(((0.4, 0.7), (0.6, 0.5)), start=1):
+        d = tmp_path / str(fold - 1)
+        d.mkdir()
+        (d / "metrics.json").write_text(json.dumps(
+            {"ua": ua, "wa": ua, "macro_f1": ua, "split": {"fold": fold}}))
+        (d / "train_metrics.json").write_text(json.dumps(
+            {"val/ua": 0.1, "val/ua_best": val, "test/ua": ua}))
+    summary = aggregate(tmp_path)
+    assert [r["val_ua"] for r in summary["runs"]] == [0.7, 0.5]
+    assert summary["val_ua"]["mean"] == pytest.approx(0.6)
+    assert summary["val_ua"]["std"] == pytest.approx(0.1)
+    assert "Validation UA (best epoch, selection score): **60.0 ± 10.0** (70.0, 50.0)" in (
+        tmp_path / "summary.md").read_text()
 
 
 @pytest.mark.slow

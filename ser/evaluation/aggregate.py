@@ -4,7 +4,9 @@
 reads every `*/metrics.json` below the folder and writes `summary.md`, `summary.json`
 and `confusion.png` (the folds' confusion matrices summed) beside them. Per-class
 recall is the mean over folds; a speaker-normalised sweep's no-enrolment scores get
-their own row.
+their own row. Where every run left its `train_metrics.json`, the best validation UA of
+each run (the score its checkpoint was selected on) is listed and averaged too: compare
+recipes on that, not on the test scores.
 """
 
 from __future__ import annotations
@@ -28,8 +30,20 @@ def collect(root: Path) -> list[dict]:
     for f in files:
         data = json.loads(f.read_text())
         data["run_dir"] = str(f.parent)
+        val = _val_ua(f.parent / "train_metrics.json")
+        if val is not None:
+            data["val_ua"] = val
         runs.append(data)
     return runs
+
+
+def _val_ua(path: Path) -> float | None:
+    """The best validation UA a run recorded (what its checkpoint was selected on)."""
+    if not path.is_file():
+        return None
+    metrics = json.loads(path.read_text())
+    best = metrics.get("val/ua_best", metrics.get("val/ua"))
+    return None if best is None else float(best)
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -40,11 +54,15 @@ def summarise(runs: list[dict]) -> dict:
         "protocols": _protocols(runs),
         "runs": [
             {"run_dir": r["run_dir"], "fold": r.get("split", {}).get("fold"),
-             **{k: r[k] for k in KEYS}}
+             **{k: r[k] for k in KEYS},
+             **({"val_ua": r["val_ua"]} if "val_ua" in r else {})}
             for r in runs
         ],
         **_mean_std(runs),
     }
+    if all("val_ua" in r for r in runs):
+        values = np.array([r["val_ua"] for r in runs], dtype=np.float64)
+        summary["val_ua"] = {"mean": float(values.mean()), "std": float(values.std())}
     summary.update(_classes(runs))
     fallback = [r["no_enrolment"] for r in runs if "no_enrolment" in r]
     if len(fallback) == len(runs):
@@ -91,6 +109,11 @@ def to_markdown(summary: dict) -> str:
         f"**{100 * summary[k]['mean']:.1f} ± {100 * summary[k]['std']:.1f}**" for k in KEYS
     )
     lines.append(f"| mean ± std ({summary['n_runs']} runs) | | {mean} |")
+    if "val_ua" in summary:
+        v = summary["val_ua"]
+        per_run = ", ".join(f"{100 * r['val_ua']:.1f}" for r in summary["runs"])
+        lines += ["", f"Validation UA (best epoch, selection score): **{100 * v['mean']:.1f} "
+                      f"± {100 * v['std']:.1f}** ({per_run})"]
     if "no_enrolment" in summary:
         fb = summary["no_enrolment"]
         cells = " | ".join(f"{100 * fb[k]['mean']:.1f} ± {100 * fb[k]['std']:.1f}" for k in KEYS)

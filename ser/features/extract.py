@@ -469,7 +469,10 @@ def _key_fields(spec: FeatureSpec, version: str) -> dict:
         if fields["hand"]["short_clips"] == "seed":  # the seed's padding: keys as before
             del fields["hand"]["short_clips"]
     else:
-        fields.update(kind=spec.kind, stats=asdict(spec.stats))
+        stats = asdict(spec.stats)
+        if not stats["extra"]:  # vectors without extra functionals: keys as before
+            del stats["extra"]
+        fields.update(kind=spec.kind, stats=stats)
     return _canonical(fields)
 
 

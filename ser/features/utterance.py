@@ -7,6 +7,14 @@ vector holds functionals of each descriptor over the clip's active frames (withi
 mean, deviation, percentiles, linear slope, and the spread and mean size of frame-to-
 frame changes, plus pitch statistics over voiced frames and voicing/activity ratios.
 Unlike the seed's features they use the whole clip, whatever its length.
+
+`extra` adds groups of functionals of the same descriptors (default none, so the
+vector and its cache keys stay as they were):
+- "moments": skewness and excess kurtosis over the active frames;
+- "voicing": mean and std over the voiced frames and over the active unvoiced ones
+  (vowels and consonants summarised apart, as eGeMAPS does);
+- "slow": mean size and spread of 50 ms (5-hop) changes, the syllable-rate modulation the
+  frame-to-frame deltas miss.
 """
 
 from __future__ import annotations
@@ -21,6 +29,9 @@ import numpy as np
 _BASE_FUNCTIONALS = 5
 # pitch besides percentiles: mean, std, slope, |delta| mean, voiced, active, seconds
 _PITCH_STATS = 7
+# functionals per descriptor each extra group adds
+EXTRA_FUNCTIONALS = {"moments": 2, "voicing": 4, "slow": 2}
+SLOW_LAG = 5  # hops
 
 
 @dataclass(frozen=True)
@@ -40,10 +51,16 @@ class UtteranceStatsConfig:
     voicing_threshold: float = 0.5  # normalised autocorrelation at the YIN lag
     active_db: float = 40.0  # frames quieter than the loudest by more are left out
     percentiles: tuple[float, ...] = (5.0, 25.0, 50.0, 75.0, 95.0)
+    extra: tuple[str, ...] = ()  # groups of EXTRA_FUNCTIONALS, in this order in the vector
 
     def __post_init__(self) -> None:
         # YAML gives lists; a tuple keeps the config hashable (it keys caches)
         object.__setattr__(self, "percentiles", tuple(float(p) for p in self.percentiles))
+        extra = (self.extra,) if isinstance(self.extra, str) else tuple(self.extra)
+        if any(e not in EXTRA_FUNCTIONALS for e in extra) or len(set(extra)) != len(extra):
+            raise ValueError(f"features.stats.extra must be distinct names from "
+                             f"{sorted(EXTRA_FUNCTIONALS)}, got {list(extra)}")
+        object.__setattr__(self, "extra", extra)
 
 
 def n_descriptors(cfg: UtteranceStatsConfig) -> int:
@@ -54,7 +71,8 @@ def n_descriptors(cfg: UtteranceStatsConfig) -> int:
 def stats_dim(cfg: UtteranceStatsConfig) -> int:
     """Length of an utterance-statistics vector."""
     n_pct = len(cfg.percentiles)
-    return (n_descriptors(cfg) - 1) * (_BASE_FUNCTIONALS + n_pct) + _PITCH_STATS + n_pct
+    per_descriptor = _BASE_FUNCTIONALS + n_pct + sum(EXTRA_FUNCTIONALS[e] for e in cfg.extra)
+    return (n_descriptors(cfg) - 1) * per_descriptor + _PITCH_STATS + n_pct
 
 
 @lru_cache(maxsize=8)
@@ -125,11 +143,46 @@ def utterance_stats(frames: np.ndarray, sr: int, cfg: UtteranceStatsConfig) -> n
     log_f0 = frames[:, -2]
     voiced = np.isfinite(log_f0) & active
     others = np.delete(frames[active], -2, axis=1)
+    extra = [_EXTRA[e](others, voiced[active]) for e in cfg.extra]
     return np.concatenate([
         _functionals(others, cfg.percentiles),
         _pitch_stats(log_f0[voiced], cfg.percentiles, voiced.sum() / max(active.sum(), 1),
                      active.mean(), len(frames) * cfg.hop_length / sr),
+        *extra,
     ]).astype(np.float32)
+
+
+def _moments(x: np.ndarray, voiced: np.ndarray) -> np.ndarray:
+    """Skewness and excess kurtosis per column (0 for a constant column)."""
+    z = x - x.mean(axis=0)
+    var = (z**2).mean(axis=0)
+    ok = var > 1e-12
+    safe = np.where(ok, var, 1.0)
+    skew = np.where(ok, (z**3).mean(axis=0) / safe**1.5, 0.0)
+    kurt = np.where(ok, (z**4).mean(axis=0) / safe**2 - 3.0, 0.0)
+    return np.concatenate([skew, kurt])
+
+
+def _voicing(x: np.ndarray, voiced: np.ndarray) -> np.ndarray:
+    """Mean and std over voiced frames, then over unvoiced ones; a part with under 2
+    frames takes the whole clip's figures."""
+    parts = []
+    for rows in (voiced, ~voiced):
+        part = x[rows] if rows.sum() >= 2 else x
+        parts += [part.mean(axis=0), part.std(axis=0)]
+    return np.concatenate(parts)
+
+
+def _slow(x: np.ndarray, voiced: np.ndarray) -> np.ndarray:
+    """Mean size and spread of changes over SLOW_LAG hops (zeros for a shorter clip)."""
+    if len(x) <= SLOW_LAG:
+        return np.zeros(2 * x.shape[1], x.dtype)
+    change = x[SLOW_LAG:] - x[:-SLOW_LAG]
+    return np.concatenate([np.abs(change).mean(axis=0), change.std(axis=0)])
+
+
+_EXTRA = {"moments": _moments, "voicing": _voicing, "slow": _slow}
+assert set(_EXTRA) == set(EXTRA_FUNCTIONALS)
 
 
 def _slope(x: np.ndarray) -> np.ndarray:
