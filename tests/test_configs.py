@@ -46,13 +46,14 @@ def without_tags(cfg) -> dict:
 
 
 def test_the_default_run_is_the_best_single_clip_recipe(tmp_path):
-    """No overrides: the stats_ravdess recipe to the last number."""
+    """No overrides: the stats_ravdess_rich recipe to the last number."""
     cfg = compose_train([], tmp_path)
     check_config(cfg)
-    assert without_tags(cfg) == without_tags(compose_train(["experiment=stats_ravdess"],
+    assert without_tags(cfg) == without_tags(compose_train(["experiment=stats_ravdess_rich"],
                                                            tmp_path))
     dm = hydra.utils.instantiate(cfg.data)
-    assert dm.pipeline.dim == 992  # utterance statistics of the whole clip
+    assert dm.pipeline.dim == 1776  # utterance statistics of the whole clip, extras included
+    assert cfg.model.net.lda_shrinkage == 0.1
     assert cfg.model.family == "stats_linear" and cfg.trainer.precision == "32-true"
     assert cfg.augment.versions[1:] == [f"speed{f}" for f in
                                         (0.8, 0.85, 0.9, 0.95, 1.05, 1.1, 1.15, 1.2)]
