@@ -181,7 +181,7 @@ def test_an_untested_run_says_so_and_how_to_test_it(tmp_path):
 # Lightning's tips and notes, deprecation warnings)
 NOISE = ("tensorflow", "absl", "onednn", "cpu_feature_guard", "💡 tip", "litlogger",
          "litmodels", "was configured so", "leafspec", "is deprecated", "deprecationwarning",
-         "futurewarning", "callbacks used to create the checkpoint")
+         "futurewarning", "callbacks used to create the checkpoint", "dirpath has changed")
 
 
 @pytest.mark.slow

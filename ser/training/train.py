@@ -196,8 +196,11 @@ def _test_trainer(cfg: DictConfig, loggers: list) -> L.Trainer:
     """One device, one process, float32: every test clip is scored once, in the precision
     the model is served in, so the report's probabilities are the served model's."""
     t = cfg.trainer
+    # no checkpoint callback: nothing is saved, and Lightning's default one would warn
+    # that its folder differs from the one in the checkpoint it restores
     return L.Trainer(accelerator=t.get("accelerator", "auto"), devices=1, precision="32-true",
                      logger=loggers or False, enable_model_summary=False,
+                     enable_checkpointing=False,
                      enable_progress_bar=t.get("enable_progress_bar", True),
                      limit_test_batches=1 if t.get("fast_dev_run") else
                      t.get("limit_test_batches", 1.0),
