@@ -282,7 +282,6 @@ class FrozenBackbone(nn.Module):
         freeze(backbone)
         self.backbone = backbone.eval()
         self.encoder = encoder
-        self.inputs = encoder.inputs
         self.head = head
         self.layer = layer
         self.head_cfg = dict(head_cfg or {})
@@ -292,6 +291,11 @@ class FrozenBackbone(nn.Module):
         self.kind = kind
         self.head_type = head_type
         self._cache: ArrayCache | None = None
+
+    @property
+    def inputs(self) -> InputSpec | MelSpec:
+        """How the encoder prepares its input (the checkpoint records it)."""
+        return self.encoder.inputs
 
     def train(self, mode: bool = True) -> FrozenBackbone:
         super().train(mode)

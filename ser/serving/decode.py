@@ -22,7 +22,7 @@ import io
 import re
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -125,10 +125,8 @@ def decode_audio(source: Source, *, max_seconds: float | None = None) -> Decoded
     naming what was wrong."""
     header, chunks = _open_stream(source, max_seconds)
     parts = list(chunks)
-    if not parts:
-        raise InputError("no_samples", f"the {header.format} data holds no audio samples")
     samples = parts[0] if len(parts) == 1 else np.concatenate(parts)
-    return Decoded(samples, header.sample_rate, header.decoder, header.format, header.channels)
+    return Decoded(samples, **asdict(header))
 
 
 def spool_audio(source: Source, *, max_seconds: float | None = None,
@@ -149,11 +147,7 @@ def spool_audio(source: Source, *, max_seconds: float | None = None,
     except BaseException:
         file.close()
         raise
-    if frames == 0:
-        file.close()
-        raise InputError("no_samples", f"the {header.format} data holds no audio samples")
-    return Spooled(file, frames, header.sample_rate, header.decoder, header.format,
-                   header.channels)
+    return Spooled(file, frames, **asdict(header))
 
 
 def _open_stream(source: Source, max_seconds: float | None
@@ -182,7 +176,17 @@ def _open_stream(source: Source, max_seconds: float | None
     else:
         stream = _ffmpeg_stream(source, kind, max_seconds)
     header = next(stream)  # the generators yield their header first, then the samples
-    return header, stream
+    return header, _not_empty(stream, header.format)
+
+
+def _not_empty(blocks: Iterator[np.ndarray], fmt: str) -> Iterator[np.ndarray]:
+    """The blocks; `no_samples` at their end if they held no sample at all."""
+    frames = 0
+    for block in blocks:
+        frames += len(block)
+        yield block
+    if frames == 0:
+        raise InputError("no_samples", f"the {fmt} data holds no audio samples")
 
 
 def _prefix(source: Source, size: int = 65536) -> bytes:
@@ -197,7 +201,7 @@ def _prefix(source: Source, size: int = 65536) -> bytes:
                 head += f.read(end + 4096 - len(head))
             return head
     except OSError as err:
-        raise InputError("unreadable", f"cannot read file ({err.strerror or err})") from None
+        raise _unreadable(err) from None
 
 
 def _read_all(source: Source) -> bytes:
@@ -206,7 +210,7 @@ def _read_all(source: Source) -> bytes:
     try:
         return Path(source).read_bytes()
     except OSError as err:
-        raise InputError("unreadable", f"cannot read file ({err.strerror or err})") from None
+        raise _unreadable(err) from None
 
 
 def _open_binary(source: Source) -> BinaryIO:
@@ -216,7 +220,11 @@ def _open_binary(source: Source) -> BinaryIO:
     try:
         return open(source, "rb")  # noqa: SIM115 - the decoder's stream closes it
     except OSError as err:
-        raise InputError("unreadable", f"cannot read file ({err.strerror or err})") from None
+        raise _unreadable(err) from None
+
+
+def _unreadable(err: OSError) -> InputError:
+    return InputError("unreadable", f"cannot read file ({err.strerror or err})")
 
 
 def _mono(block: np.ndarray, channel_axis: int) -> np.ndarray:
