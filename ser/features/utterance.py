@@ -24,6 +24,7 @@ from functools import lru_cache
 
 import librosa
 import numpy as np
+import torch
 
 # functionals per descriptor besides percentiles: mean, std, slope, delta std, |delta| mean
 _BASE_FUNCTIONALS = 5
@@ -122,18 +123,54 @@ def _pitch(wave: np.ndarray, sr: int, cfg: UtteranceStatsConfig) -> tuple[np.nda
     """Log f0 by YIN and each frame's normalised autocorrelation at the YIN period.
 
     YIN is ~60x faster than pYIN here and came within 1 UA point of it in our runs; the
-    autocorrelation at the found period stands in for pYIN's voicing probability.
+    autocorrelation of the Hann-windowed frame at the found period stands in for pYIN's
+    voicing probability. Both autocorrelations come from one batched torch FFT, and YIN
+    follows `librosa.yin` (center=True, trough threshold 0.1) step by step: together 2x
+    faster than librosa.yin plus a numpy FFT, the cost that dominated serving a clip.
+    Rounding differs from librosa's float32 scipy FFT, so near-silent frames (where the
+    difference function is noise) and near-ties may pick another period.
     """
     n = cfg.f0_frame_length
-    f0 = librosa.yin(wave, fmin=cfg.f0_min, fmax=cfg.f0_max, sr=sr, frame_length=n,
-                     hop_length=cfg.hop_length)
-    frames = librosa.util.frame(np.pad(wave, n // 2), frame_length=n, hop_length=cfg.hop_length)
-    frames = frames * np.hanning(n)[:, None].astype(np.float32)
-    autocorr = np.fft.irfft(np.abs(np.fft.rfft(frames, n=2 * n, axis=0)) ** 2, axis=0)
-    t = min(f0.shape[0], autocorr.shape[1])
-    lag = np.clip(np.round(sr / f0[:t]).astype(int), 1, n - 1)
-    periodicity = autocorr[lag, np.arange(t)] / (autocorr[0, :t] + 1e-9)
-    return np.log(f0[:t]), periodicity.astype(np.float32)
+    x = torch.nn.functional.pad(torch.from_numpy(np.ascontiguousarray(wave, np.float32)),
+                                (n // 2, n // 2))
+    frames = x.unfold(-1, n, cfg.hop_length)  # (T, n)
+    both = torch.stack([frames, frames * torch.from_numpy(_hanning(n))])
+    spec = torch.fft.rfft(both, n=2 * n, dim=-1)
+    # |X|^2 kept complex: torch's irfft of a real tensor is ~7x slower than of a complex one
+    acf = torch.fft.irfft(spec * spec.conj(), n=2 * n, dim=-1).numpy()
+    f0 = _yin_f0(acf[0], frames.numpy(), sr, cfg)
+    lag = np.clip(np.round(sr / f0).astype(int), 1, n - 1)
+    periodicity = acf[1, np.arange(len(f0)), lag] / (acf[1, :, 0] + 1e-9)
+    return np.log(f0), periodicity.astype(np.float32)
+
+
+@lru_cache(maxsize=4)
+def _hanning(n: int) -> np.ndarray:
+    return np.hanning(n).astype(np.float32)
+
+
+def _yin_f0(acf: np.ndarray, frames: np.ndarray, sr: int, cfg: UtteranceStatsConfig,
+            trough_threshold: float = 0.1) -> np.ndarray:
+    """f0 per frame from (T, lags) autocorrelations of the (T, n) frames, as librosa.yin."""
+    min_p = int(np.floor(sr / cfg.f0_max))
+    max_p = min(int(np.ceil(sr / cfg.f0_min)), cfg.f0_frame_length - 1)
+    energy = np.cumsum(frames[:, :max_p] ** 2, axis=-1)
+    diff = 2 * (acf[:, :1] - acf[:, 1 : max_p + 1]) - energy  # lags 1..max_p
+    mean_so_far = np.cumsum(diff, axis=-1) / np.arange(1, max_p + 1, dtype=np.float32)
+    yin = diff[:, min_p - 1 :] / (mean_so_far[:, min_p - 1 :] + np.finfo(np.float32).tiny)
+    # parabolic refinement of each lag, 0 at the ends or where it would move over a bin
+    left, mid, right = yin[:, :-2], yin[:, 1:-1], yin[:, 2:]
+    curve, slope = right + left - 2 * mid, (right - left) / 2
+    inside = np.abs(slope) < np.abs(curve)
+    shifts = np.zeros_like(yin)
+    shifts[:, 1:-1] = np.where(inside, -slope / np.where(inside, curve, 1.0), 0.0)
+    trough = np.zeros_like(yin, dtype=bool)
+    trough[:, 1:-1] = (mid < left) & (mid <= right)
+    trough[:, 0] = yin[:, 0] < yin[:, 1]
+    trough[:, -1] = yin[:, -1] < yin[:, -2]
+    low = trough & (yin < trough_threshold)
+    period = np.where(low.any(axis=-1), low.argmax(axis=-1), yin.argmin(axis=-1))
+    return sr / (min_p + period + shifts[np.arange(len(yin)), period])
 
 
 def utterance_stats(frames: np.ndarray, sr: int, cfg: UtteranceStatsConfig) -> np.ndarray:
@@ -155,11 +192,12 @@ def utterance_stats(frames: np.ndarray, sr: int, cfg: UtteranceStatsConfig) -> n
 def _moments(x: np.ndarray, voiced: np.ndarray) -> np.ndarray:
     """Skewness and excess kurtosis per column (0 for a constant column)."""
     z = x - x.mean(axis=0)
-    var = (z**2).mean(axis=0)
+    z2 = z * z  # products, not **: np.power of float32 arrays was ~40x slower here
+    var = z2.mean(axis=0)
     ok = var > 1e-12
     safe = np.where(ok, var, 1.0)
-    skew = np.where(ok, (z**3).mean(axis=0) / safe**1.5, 0.0)
-    kurt = np.where(ok, (z**4).mean(axis=0) / safe**2 - 3.0, 0.0)
+    skew = np.where(ok, (z2 * z).mean(axis=0) / safe**1.5, 0.0)
+    kurt = np.where(ok, (z2 * z2).mean(axis=0) / safe**2 - 3.0, 0.0)
     return np.concatenate([skew, kurt])
 
 
