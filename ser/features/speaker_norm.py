@@ -53,6 +53,9 @@ def moments(x: np.ndarray, eps: float = 1e-6) -> Moments:
     """Per-column mean and std (floored at `eps`) of a set of rows."""
     if len(x) == 0:
         raise ValueError("speaker normalisation needs at least one clip per speaker")
+    # float64: in float32 the order of the rows (evaluation's table vs the clips enrolled
+    # in serving) moves a mean by an ulp, which a near-constant column's std magnifies
+    x = np.asarray(x, np.float64)
     return Moments(x.mean(axis=0), np.maximum(x.std(axis=0), eps))
 
 
