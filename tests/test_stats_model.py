@@ -147,6 +147,41 @@ def test_pitch_follows_librosa_yin_on_real_speech(real_ravdess, actor):
     np.testing.assert_allclose(periodicity[same], expected[same], atol=1e-4)
 
 
+@pytest.mark.parametrize("actor", [5, 16])
+def test_spectrogram_shape_and_zero_crossings_follow_librosa(real_ravdess, actor):
+    """ser's own STFT power, spectral shape and zero-crossing rate give librosa's
+    figures, on speech, on silence and on speech after silence."""
+    import librosa
+    import soundfile as sf
+
+    from ser.features.utterance import (
+        _power_spectrogram,
+        _spectral_shape,
+        _zero_crossing_rate,
+    )
+
+    speech, sr = sf.read(real_ravdess / f"Actor_{actor:02d}" /
+                         f"03-01-03-01-02-01-{actor:02d}.flac", dtype="float32")
+    silence = np.zeros(8000, np.float32)
+    n_fft, win, hop = CFG.n_fft, CFG.win_length, CFG.hop_length
+    for wave in (speech, silence, np.concatenate([silence, speech[:8000]])):
+        power = np.abs(librosa.stft(wave, n_fft=n_fft, win_length=win, hop_length=hop)) ** 2
+        # float32 FFTs: rounding is relative to the frame's loudest bin
+        error = np.abs(_power_spectrogram(wave, CFG) - power)
+        assert (error <= 1e-5 * power.max(axis=0) + 1e-12).all()
+        mag = np.sqrt(power)
+        expected = [
+            librosa.feature.spectral_centroid(S=mag, sr=sr)[0] / 1000,
+            librosa.feature.spectral_bandwidth(S=mag, sr=sr)[0] / 1000,
+            librosa.feature.spectral_rolloff(S=mag, sr=sr)[0] / 1000,
+            np.log(librosa.feature.spectral_flatness(S=mag)[0] + 1e-6),
+        ]
+        for got, want in zip(_spectral_shape(mag, power, sr, n_fft), expected, strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        zcr = librosa.feature.zero_crossing_rate(wave, frame_length=win, hop_length=hop)[0]
+        np.testing.assert_allclose(_zero_crossing_rate(wave, win, hop), zcr, atol=1e-6)
+
+
 def test_noise_is_mostly_unvoiced():
     noise = 0.1 * np.random.default_rng(1).standard_normal(SR).astype(np.float32)
     frames = frame_descriptors(noise, SR, CFG)
