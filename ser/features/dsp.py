@@ -16,9 +16,13 @@ import torch
 
 
 @lru_cache(maxsize=8)
-def hann(n_fft: int) -> np.ndarray:
-    """Periodic Hann window, as `scipy.signal.get_window("hann", n, fftbins=True)`."""
-    return (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
+def hann(n_fft: int, win_length: int | None = None) -> np.ndarray:
+    """Periodic Hann window, as `scipy.signal.get_window("hann", n, fftbins=True)`; with a
+    shorter `win_length`, that window zero-padded to n_fft in the middle, as librosa."""
+    n = win_length or n_fft
+    window = (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)).astype(np.float32)
+    left = (n_fft - n) // 2
+    return np.pad(window, (left, n_fft - n - left))
 
 
 def frame_count(n: int, frame_length: int, hop_length: int) -> int:
@@ -26,11 +30,12 @@ def frame_count(n: int, frame_length: int, hop_length: int) -> int:
     return 1 + (n + 2 * (frame_length // 2) - frame_length) // hop_length
 
 
-def stft(waves: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
+def stft(waves: np.ndarray, n_fft: int, hop_length: int,
+         win_length: int | None = None) -> np.ndarray:
     """`librosa.stft(center=True, pad_mode="constant")` as `(B, frames, bins)` complex64."""
     x = torch.from_numpy(np.ascontiguousarray(waves, dtype=np.float32))
     x = torch.nn.functional.pad(x, (n_fft // 2, n_fft // 2))
-    frames = x.unfold(-1, n_fft, hop_length) * torch.from_numpy(hann(n_fft))
+    frames = x.unfold(-1, n_fft, hop_length) * torch.from_numpy(hann(n_fft, win_length))
     return torch.fft.rfft(frames, dim=-1).numpy()
 
 

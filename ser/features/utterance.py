@@ -27,6 +27,9 @@ import numpy as np
 import scipy.fft
 import torch
 
+from ser.features import dsp
+from ser.features.hand import zero_crossing_rate
+
 # functionals per descriptor besides percentiles: mean, std, slope, delta std, |delta| mean
 _BASE_FUNCTIONALS = 5
 # pitch besides percentiles: mean, std, slope, |delta| mean, voiced, active, seconds
@@ -100,7 +103,7 @@ def frame_descriptors(wave: np.ndarray, sr: int, cfg: UtteranceStatsConfig) -> n
     mel = _mel_basis(sr, cfg.n_fft, cfg.n_mels, cfg.fmin_mel) @ power
     mfcc = librosa.feature.mfcc(S=librosa.power_to_db(mel), n_mfcc=cfg.n_mfcc)
     log_rms = np.log(librosa.feature.rms(S=mag, frame_length=cfg.n_fft)[0] + 1e-6)
-    zcr = _zero_crossing_rate(wave, cfg.win_length, cfg.hop_length)
+    zcr = zero_crossing_rate(wave[None], cfg.win_length, cfg.hop_length)[0]
     shape = _spectral_shape(mag, power, sr, cfg.n_fft)
     contrast = librosa.feature.spectral_contrast(S=mag, sr=sr, fmin=100.0,
                                                  n_bands=cfg.n_contrast_bands)
@@ -119,29 +122,10 @@ def _cumsum(x: np.ndarray, axis: int) -> np.ndarray:
 
 
 def _power_spectrogram(wave: np.ndarray, cfg: UtteranceStatsConfig) -> np.ndarray:
-    """(1 + n_fft // 2, T) |STFT|^2 as librosa.stft's defaults (centred, zero padding,
-    periodic Hann window of win_length), by torch.stft: ~4x faster."""
-    spec = torch.stft(torch.from_numpy(wave), cfg.n_fft, cfg.hop_length, cfg.win_length,
-                      window=_hann_window(cfg.win_length), center=True,
-                      pad_mode="constant", return_complex=True)
-    return (spec.real * spec.real + spec.imag * spec.imag).numpy()
-
-
-@lru_cache(maxsize=4)
-def _hann_window(n: int) -> torch.Tensor:
-    return torch.hann_window(n, periodic=True)
-
-
-def _zero_crossing_rate(wave: np.ndarray, frame_length: int, hop_length: int) -> np.ndarray:
-    """librosa.feature.zero_crossing_rate's figures (centred frames, edge padding, |x| <=
-    1e-10 counted as positive) from one pass over the clip instead of a numba call per
-    frame."""
-    negative = np.pad(wave, frame_length // 2, mode="edge") < -1e-10
-    changes = np.concatenate([[0], np.cumsum(negative[1:] != negative[:-1])])
-    starts = np.arange(1 + (len(negative) - frame_length) // hop_length) * hop_length
-    # a frame's first sample has no predecessor inside the frame
-    counts = changes[starts + frame_length - 1] - changes[starts]
-    return (counts / frame_length).astype(np.float32)
+    """(1 + n_fft // 2, T) |STFT|^2 as librosa.stft's defaults, by the batched torch STFT
+    the hand features use (~4x faster than librosa's)."""
+    spec = dsp.stft(wave[None], cfg.n_fft, cfg.hop_length, cfg.win_length)[0].T
+    return spec.real * spec.real + spec.imag * spec.imag
 
 
 def _spectral_shape(mag: np.ndarray, power: np.ndarray, sr: int, n_fft: int) -> list:
