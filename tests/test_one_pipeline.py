@@ -36,6 +36,8 @@ COMBINATIONS = [
     ("hubert", "waveform", "waveform_none"),
     ("ssl_frozen", "waveform", "waveform_none"),
     ("whisper_frozen", "waveform", "waveform_none"),
+    ("logmel_cnn", "waveform", "waveform"),
+    ("logmel_cnn", "waveform", "waveform_none"),
 ]
 
 
@@ -132,6 +134,8 @@ FAMILY_RUNS = {
                                   "augment.test_versions=[original,speed1.1]"],
     "wav2vec2_cnn": ["model=wav2vec2_cnn"],
     "hubert": ["model=hubert"],
+    "logmel_cnn": ["experiment=logmel_ravdess", "model.net.channels=[16,16]",
+                   "model.net.kernels=[5,3]", "model.net.dilations=[1,2]"],
 }
 
 

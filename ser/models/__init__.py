@@ -34,6 +34,7 @@ FAMILIES: dict[str, Family] = {
     "ssl_frozen": Family("ser.models.frozen:FrozenBackbone", "waveform"),
     "whisper_frozen": Family("ser.models.frozen:FrozenBackbone", "waveform"),
     "hubert": Family("ser.models.hubert:FinetuneClassifier", "waveform"),
+    "logmel_cnn": Family("ser.models.logmel_cnn:LogMelCNN", "waveform"),
 }
 
 

@@ -37,6 +37,8 @@ from transformers import (
     Wav2Vec2FeatureExtractor,
 )
 
+from ser.models.masks import sample_mask
+
 log = logging.getLogger(__name__)
 
 # Architectures of the hub ids the project's recipes name, for `pretrained=false` offline:
@@ -279,21 +281,10 @@ def normalise(waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return (waves - mean) / torch.sqrt(var + 1e-7) * mask
 
 
-def sample_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
-    """(B, size) bool: True on each row's first `lengths[b]` positions."""
-    return torch.arange(size, device=lengths.device)[None, :] < lengths[:, None]
-
-
 def frame_lengths(model: PreTrainedModel, lengths: torch.Tensor) -> torch.Tensor:
     """Frames of the conv feature encoder for clips of `lengths` samples."""
     base = model.base_model if hasattr(model, "base_model") else model
     return base._get_feat_extract_output_lengths(lengths).to(torch.long)
-
-
-def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over time of (B, T, H) where `mask` (B, T) is True."""
-    m = mask.to(hidden.dtype)[..., None]
-    return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
 def freeze(module: nn.Module) -> None:
