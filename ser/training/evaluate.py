@@ -2,7 +2,8 @@
 
 `evaluate(cfg)` scores a checkpoint on the test speakers of its fold (or of another data
 config); `test_and_report` is the one path both it and `train(cfg)` take from a tested
-model to metrics.json, confusion.png and predictions.csv.
+model to metrics.json, confusion.png and predictions.csv (and, after training,
+val_predictions.csv: the same checkpoint on the validation actors).
 """
 
 from __future__ import annotations
@@ -17,9 +18,15 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ser.evaluation.report import fallback_label, write_report
+from ser.evaluation.report import (
+    fallback_label,
+    protocol_label,
+    write_predictions,
+    write_report,
+)
 from ser.training.checkpoint import load_classifier
 from ser.training.datamodule import SERDataModule
 from ser.training.module import SERClassifier
@@ -71,8 +78,28 @@ def test_and_report(trainer: L.Trainer, model: SERClassifier, datamodule: SERDat
         info["partial"] = (f"PARTIAL test: {len(scored_rows)} of {len(rows)} test items "
                            f"scored (limit_test_batches or fast_dev_run)")
         log.warning("%s", info["partial"])
-    return write_report(out_dir, main["metrics"], scored_rows, main["probs"], protocol=protocol,
-                        checkpoint=checkpoint_label, extra=info)
+    report = write_report(out_dir, main["metrics"], scored_rows, main["probs"],
+                          protocol=protocol, checkpoint=checkpoint_label, extra=info)
+    if "val" in datamodule.stages and "partial" not in info:
+        _write_val_predictions(trainer, model, datamodule, out_dir, ckpt_path, protocol)
+    return report
+
+
+def _write_val_predictions(trainer: L.Trainer, model: SERClassifier,
+                           datamodule: SERDataModule, out_dir: Path, ckpt_path: str | None,
+                           protocol: dict[str, Any]) -> None:
+    """The selected checkpoint's probabilities on the validation actors, beside the test's
+    (`val_predictions.csv`): what a later choice (an ensemble's weights) may be made on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*weights_only.*")
+        batches = trainer.predict(model, dataloaders=datamodule.val_dataloader(),
+                                  ckpt_path=ckpt_path or None, weights_only=True)
+    index = torch.cat([b["index"] for b in batches])
+    order = torch.argsort(index)
+    rows = datamodule.test_rows("val")
+    write_predictions(out_dir / "val_predictions.csv", [rows[i] for i in index[order].tolist()],
+                      torch.cat([b["probs"] for b in batches])[order].numpy(),
+                      model.class_names, f"validation actors of: {protocol_label(protocol)}")
 
 
 def _test(trainer: L.Trainer, model: SERClassifier, loader: Any,
