@@ -8,6 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
+from ser.config import REPO_ROOT
 from ser.evaluation.aggregate import aggregate
 from ser.training.checkpoint import load_classifier
 from ser.training.train import train
@@ -143,3 +144,23 @@ def test_an_incomplete_fold_is_recorded_and_warned_about(tmp_path, caplog):
         "test speaker ravdess:02 has 7 usable clips, the fullest speaker of its corpus 8"]
     assert report["data"]["test_speakers"] == [f"ravdess:0{a}" for a in range(1, 5)]
     assert "INCOMPLETE FOLD: test speaker ravdess:02" in caplog.text
+
+
+@pytest.mark.slow
+def test_a_waveform_sweep_with_loader_workers_runs_under_joblib(tmp_path, generated_data_dir):
+    """joblib's loky workers default to a start method that pickles the dataset; the
+    DataLoader's own workers must start there too (they fork)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "train.py", "-m", "experiment=logmel_ravdess", "data.fold=1,2",
+         "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "num_threads=1", "data.n_jobs=1",
+         "model.net.channels=[8]", "model.net.kernels=[3]", "model.net.dilations=[1]",
+         "trainer.max_epochs=1", "logger=none", "features.audio.duration=1.0",
+         f"paths.data_dir={generated_data_dir}", f"paths.cache_dir={tmp_path / 'cache'}",
+         "data.progress=false", "trainer.enable_progress_bar=false",
+         f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(list((tmp_path / "sweep").glob("*/metrics.json"))) == 2
