@@ -17,7 +17,8 @@ CLASSES = ["neutral", "happy", "sad"]
 def write_run(run: Path, fold: int, val: np.ndarray, test: np.ndarray, val_y, test_y) -> None:
     run.mkdir(parents=True)
     label = f"speaker-independent, fold {fold}"
-    (run / "metrics.json").write_text(json.dumps({"protocol": label}))
+    split = {"protocol": "speaker_independent", "fold": fold, "tested_corpora": ["ravdess"]}
+    (run / "metrics.json").write_text(json.dumps({"protocol": label, "split": split}))
     for name, probs, ys in (("val_predictions.csv", val, val_y), ("predictions.csv", test, test_y)):
         with open(run / name, "w", newline="") as f:
             w = csv.writer(f)
@@ -47,7 +48,7 @@ def sweeps(tmp_path):
 
 def test_the_weight_follows_validation_not_test(sweeps):
     summary = ensemble(*sweeps, step=0.25)
-    fold = summary["folds"]["speaker-independent, fold 1"]
+    fold = summary["folds"]["speaker_independent fold 1 ravdess"]
     # w = 0.75 and 1 are both right on every validation clip; the tie goes nearer 0.5
     assert fold["weight_a"] == 0.75 and fold["val_ua"] == 1.0
     assert fold["ua"] == 0.0 == summary["ua"]["mean"]  # A's test predictions, all wrong
@@ -65,6 +66,20 @@ def read_like(probs, y):
     from ser.evaluation.ensemble import Scored
 
     return Scored([(str(i), "original") for i in range(len(y))], np.asarray(y), probs, CLASSES)
+
+
+def test_folds_pair_up_by_split_and_fold_whatever_the_protocol_label(sweeps, tmp_path):
+    metrics = sweeps[1] / "0" / "metrics.json"
+    report = json.loads(metrics.read_text())
+    metrics.write_text(json.dumps({**report, "protocol": report["protocol"] + ", speaker-"
+                                   "normalised (test speakers' own unlabelled clips)"}))
+    fold = ensemble(*sweeps)["folds"]["speaker_independent fold 1 ravdess"]
+    assert fold["protocol_b"].endswith("speaker-normalised (test speakers' own unlabelled clips)")
+    other = tmp_path / "c" / "0"
+    y = np.array([0, 1, 2, 0, 1, 2])
+    write_run(other, 2, one_hot(y), one_hot(y), y, y)
+    with pytest.raises(EnsembleError, match="share no fold"):
+        ensemble(sweeps[0], tmp_path / "c")
 
 
 def test_runs_that_scored_different_clips_are_refused(sweeps, tmp_path):
@@ -89,7 +104,7 @@ def test_a_run_without_validation_predictions_is_named(sweeps):
 def test_the_command_writes_its_table(sweeps, tmp_path, capsys):
     main([str(sweeps[0]), str(sweeps[1]), "--out", str(tmp_path / "out"), "--step", "0.5"])
     table = capsys.readouterr().out
-    assert "| speaker-independent, fold 1 | 1.00 |" in table  # 0.5 mixes wrongly
+    assert "| speaker_independent fold 1 ravdess | 1.00 |" in table  # 0.5 mixes wrongly
     assert json.loads((tmp_path / "out" / "ensemble.json").read_text())["ua"]["mean"] == 0.0
 
 

@@ -6,8 +6,10 @@ Each sweep holds one run per fold (`metrics.json`, `predictions.csv` and
 `val_predictions.csv`, which `train.py` writes). For every fold both sweeps ran, the
 weight w of `w * p_A + (1 - w) * p_B` is the one with the highest UA on that fold's
 validation actors (ties: the w nearest 0.5); the test clips are then scored once with it.
-No test label enters the choice. The two runs of a fold must have scored the same
-clips under the same protocol, and their class lists must agree.
+No test label enters the choice. Runs pair up by split protocol and fold; the two runs of
+a fold must have scored the same clips with the same labels and classes. A run's own
+protocol (single clips or speaker-normalised) is listed beside it: mixing in a
+speaker-normalised run makes the ensemble speaker-normalised too.
 
 Writes `ensemble.json` and `ensemble.md` into --out (default: SWEEP_A/ensemble_with_<B>).
 """
@@ -60,11 +62,19 @@ def read_predictions(path: Path) -> Scored:
     return Scored([(r[0], r[2]) for r in rows], labels, probs.reshape(len(rows), -1), classes)
 
 
+def fold_key(report: dict) -> str:
+    """Which test set a run scored: its split's protocol, fold and tested corpora (a
+    speaker-normalised and a single-clip run of one fold share it)."""
+    split = report.get("split") or {}
+    corpora = "+".join(split.get("tested_corpora") or [])
+    return f"{split.get('protocol', '?')} fold {split.get('fold', '?')} {corpora}".strip()
+
+
 def runs_by_fold(sweep: Path) -> dict[str, Path]:
-    """Run folders of a sweep, keyed by their protocol label (one fold each)."""
+    """Run folders of a sweep, keyed by the test set they scored (one fold each)."""
     runs = {}
     for metrics in sorted(Path(sweep).rglob("metrics.json")):
-        label = json.loads(metrics.read_text()).get("protocol", "?")
+        label = fold_key(json.loads(metrics.read_text()))
         if label in runs:
             raise EnsembleError(f"{sweep}: two runs of {label!r}: {runs[label]}, {metrics.parent}")
         runs[label] = metrics.parent
@@ -108,7 +118,10 @@ def ensemble_fold(run_a: Path, run_b: Path, weights: np.ndarray) -> dict:
     test_b = read_predictions(run_b / "predictions.csv")
     order = _aligned(test_a, test_b, f"{run_a} / {run_b}")
     mixed = _ua(test_a.labels, w * test_a.probs + (1 - w) * test_b.probs[order], test_a.classes)
-    return {"run_a": str(run_a), "run_b": str(run_b), "weight_a": w, "val_ua": val_ua,
+    protocols = [json.loads((r / "metrics.json").read_text()).get("protocol", "?")
+                 for r in (run_a, run_b)]
+    return {"run_a": str(run_a), "run_b": str(run_b), "protocol_a": protocols[0],
+            "protocol_b": protocols[1], "weight_a": w, "val_ua": val_ua,
             "val_ua_a": _ua(val_a.labels, val_a.probs, val_a.classes)["ua"],
             "val_ua_b": _ua(val_b.labels, val_b.probs, val_b.classes)["ua"],
             "test_ua_a": _ua(test_a.labels, test_a.probs, test_a.classes)["ua"],
@@ -136,7 +149,9 @@ def ensemble(sweep_a: Path, sweep_b: Path, step: float = 0.05) -> dict:
 
 def to_markdown(summary: dict) -> str:
     pct = lambda x: f"{100 * x:.1f}"  # noqa: E731
-    lines = [f"A: {summary['sweep_a']}", f"B: {summary['sweep_b']}", "",
+    first = next(iter(summary["folds"].values()))
+    lines = [f"A: {summary['sweep_a']} ({first['protocol_a']})",
+             f"B: {summary['sweep_b']} ({first['protocol_b']})", "",
              "| fold | weight of A | val UA A / B / mix | test UA A / B | test UA mix | WA "
              "| macro-F1 |",
              "|---|---|---|---|---|---|---|"]
