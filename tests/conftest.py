@@ -135,6 +135,26 @@ CONF_DIR = str(_CONF_DIR)
 SEED_MODEL = "model=cnn"
 
 
+def scramble_fold1_test_labels(monkeypatch) -> None:
+    """From here on, corpora load with fold 1's test actors' labels permuted among them:
+    for tests that a run's weights and chosen epoch never see a test label."""
+    from dataclasses import replace
+
+    import ser.training.datamodule as dm_module
+
+    real_load = dm_module.load_corpora
+    test_actors = {"ravdess:01", "ravdess:02", "ravdess:03", "ravdess:04"}
+
+    def scrambled(data_dir, corpora):
+        clips = real_load(data_dir, corpora)
+        emotions = [c.emotion for c in clips if c.speaker in test_actors]
+        shuffled = iter(np.random.default_rng(0).permutation(emotions)[::-1])
+        return [replace(c, emotion=str(next(shuffled))) if c.speaker in test_actors else c
+                for c in clips]
+
+    monkeypatch.setattr(dm_module, "load_corpora", scrambled)
+
+
 def train_cfg(tmp_path: Path, data_dir: Path, *overrides: str):
     """The real train config, composed with tiny overrides, writing into tmp_path/run."""
     from hydra import compose, initialize_config_dir

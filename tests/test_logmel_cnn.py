@@ -3,8 +3,6 @@ that the test actors' labels reach neither its weights nor its chosen epoch."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import librosa
 import numpy as np
 import pytest
@@ -20,7 +18,7 @@ from ser.models.logmel_cnn import (
 from ser.models.masks import sample_mask
 from ser.training.checkpoint import load_classifier
 from ser.training.train import train
-from tests.conftest import make_ravdess_tree, train_cfg
+from tests.conftest import make_ravdess_tree, scramble_fold1_test_labels, train_cfg
 
 SMALL = dict(n_mels=16, channels=[8, 8], kernels=[3, 3], dilations=[1, 2], embedding=16,
              attention_hidden=8, head_hidden=8)
@@ -106,23 +104,11 @@ TINY = ["experiment=logmel_ravdess", "model.net.n_mels=16", "model.net.channels=
 def test_test_speakers_labels_never_reach_training_or_selection(tmp_path, monkeypatch):
     """Scramble the test actors' labels: the weights and the chosen epoch must not move;
     only the test score may."""
-    import ser.training.datamodule as dm_module
-
     data = make_ravdess_tree(tmp_path / "data" / "ravdess").parent
-    real_load = dm_module.load_corpora
-
-    def scrambled(data_dir, corpora):
-        clips = real_load(data_dir, corpora)
-        test_actors = {"ravdess:01", "ravdess:02", "ravdess:03", "ravdess:04"}  # fold 1
-        emotions = [c.emotion for c in clips if c.speaker in test_actors]
-        shuffled = iter(np.random.default_rng(0).permutation(emotions)[::-1])
-        return [replace(c, emotion=str(next(shuffled))) if c.speaker in test_actors else c
-                for c in clips]
-
     runs = {}
     for name, patch in (("real", False), ("scrambled", True)):
         if patch:
-            monkeypatch.setattr(dm_module, "load_corpora", scrambled)
+            scramble_fold1_test_labels(monkeypatch)
         metrics = train(train_cfg(tmp_path / name, data, *TINY))
         weights = load_classifier(tmp_path / name / "run" / "checkpoints" / "best.ckpt")
         runs[name] = metrics, weights.state_dict()

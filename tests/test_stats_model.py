@@ -25,7 +25,7 @@ from ser.features.utterance import (
 from ser.models.stats_linear import StatsLinearEnsemble, shrinkage_lda
 from ser.training.checkpoint import load_classifier
 from ser.training.train import train
-from tests.conftest import CONF_DIR, make_ravdess_tree, train_cfg
+from tests.conftest import CONF_DIR, make_ravdess_tree, scramble_fold1_test_labels, train_cfg
 
 SR = 16000
 CFG = UtteranceStatsConfig()
@@ -396,22 +396,10 @@ def test_test_speakers_labels_never_reach_training_or_selection(
     """Scramble the test actors' labels: the fitted weights and the chosen epoch must not
     move (features, speaker statistics, LDA, early stopping and checkpointing see no test
     label); only the test score may."""
-    import ser.training.datamodule as dm_module
-
-    real_load = dm_module.load_corpora
-
-    def scrambled(data_dir, corpora):
-        clips = real_load(data_dir, corpora)
-        test_actors = {"ravdess:01", "ravdess:02", "ravdess:03", "ravdess:04"}  # fold 1
-        emotions = [c.emotion for c in clips if c.speaker in test_actors]
-        shuffled = iter(np.random.default_rng(0).permutation(emotions)[::-1])
-        return [replace(c, emotion=str(next(shuffled))) if c.speaker in test_actors else c
-                for c in clips]
-
     runs = {}
     for name, patch in (("real", False), ("scrambled", True)):
         if patch:
-            monkeypatch.setattr(dm_module, "load_corpora", scrambled)
+            scramble_fold1_test_labels(monkeypatch)
         cfg = stats_cfg("stats_ravdess_speaker_norm", tone_corpus, stats_cache, tmp_path / name,
                         *options)
         metrics = train(cfg)
