@@ -14,7 +14,8 @@ from ser.evaluation.ensemble import EnsembleError, choose_weight, ensemble, main
 CLASSES = ["neutral", "happy", "sad"]
 
 
-def write_run(run: Path, fold: int, val: np.ndarray, test: np.ndarray, val_y, test_y) -> None:
+def write_run(run: Path, fold: int, val: np.ndarray, test: np.ndarray, val_y, test_y,
+              version: str = "original") -> None:
     run.mkdir(parents=True)
     label = f"speaker-independent, fold {fold}"
     split = {"protocol": "speaker_independent", "fold": fold, "tested_corpora": ["ravdess"]}
@@ -24,7 +25,7 @@ def write_run(run: Path, fold: int, val: np.ndarray, test: np.ndarray, val_y, te
             w = csv.writer(f)
             w.writerow(["path", "speaker", "version", "true", "pred", *CLASSES, "protocol"])
             for i, (p, y) in enumerate(zip(probs, ys, strict=True)):
-                w.writerow([f"/d/{name[:3]}{i}.wav", "ravdess:01", "original", CLASSES[y],
+                w.writerow([f"/d/{name[:3]}{i}.wav", "ravdess:01", version, CLASSES[y],
                             CLASSES[int(np.argmax(p))], *p, label])
 
 
@@ -42,7 +43,9 @@ def sweeps(tmp_path):
     y = np.array([0, 1, 2, 0, 1, 2])
     wrong = (y + 1) % 3
     write_run(tmp_path / "a" / "0", 1, one_hot(y), one_hot(wrong), y, y)
-    write_run(tmp_path / "b" / "0", 1, one_hot(wrong, sure=0.9), one_hot(y), y, y)
+    # B averaged test-time versions: its rows name them; clips still pair up by path
+    write_run(tmp_path / "b" / "0", 1, one_hot(wrong, sure=0.9), one_hot(y), y, y,
+              version="original+speed0.9")
     return tmp_path / "a", tmp_path / "b"
 
 
@@ -65,7 +68,7 @@ def test_ties_go_to_the_even_mix():
 def read_like(probs, y):
     from ser.evaluation.ensemble import Scored
 
-    return Scored([(str(i), "original") for i in range(len(y))], np.asarray(y), probs, CLASSES)
+    return Scored([str(i) for i in range(len(y))], np.asarray(y), probs, CLASSES)
 
 
 def test_folds_pair_up_by_split_and_fold_whatever_the_protocol_label(sweeps, tmp_path):
@@ -90,6 +93,14 @@ def test_runs_that_scored_different_clips_are_refused(sweeps, tmp_path):
         (other / "predictions.csv").read_text().replace("/d/pre0.wav", "/d/elsewhere.wav"))
     with pytest.raises(EnsembleError, match="scored different clips"):
         ensemble(sweeps[0], tmp_path / "c")
+
+
+def test_a_file_with_several_rows_per_clip_is_refused(sweeps):
+    path = sweeps[0] / "0" / "predictions.csv"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([*lines, lines[1].replace(",original,", ",noise,")]) + "\n")
+    with pytest.raises(EnsembleError, match="a clip has several rows"):
+        ensemble(*sweeps)
 
 
 def test_a_run_without_validation_predictions_is_named(sweeps):

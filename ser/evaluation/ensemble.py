@@ -35,8 +35,9 @@ class EnsembleError(ValueError):
 
 @dataclass(frozen=True)
 class Scored:
-    """One predictions file: rows keyed by (path, version), labels, probabilities."""
-    keys: list[tuple[str, str]]
+    """One predictions file: rows keyed by clip path (a row is a clip, its test-time
+    versions already averaged by the model that wrote it), labels, probabilities."""
+    keys: list[str]
     labels: np.ndarray
     probs: np.ndarray
     classes: list[str]
@@ -59,7 +60,11 @@ def read_predictions(path: Path) -> Scored:
         probs = np.array([[float(x) for x in r[5:-1]] for r in rows], dtype=np.float64)
     except (KeyError, ValueError, IndexError) as err:
         raise EnsembleError(f"{path}: unreadable row ({err})") from None
-    return Scored([(r[0], r[2]) for r in rows], labels, probs.reshape(len(rows), -1), classes)
+    keys = [r[0] for r in rows]
+    if len(set(keys)) != len(keys):
+        raise EnsembleError(f"{path}: a clip has several rows (versions scored apart, as in the "
+                            f"leaky random protocol); ensembles take one row per clip")
+    return Scored(keys, labels, probs.reshape(len(rows), -1), classes)
 
 
 def fold_key(report: dict) -> str:
@@ -88,7 +93,7 @@ def _aligned(a: Scored, b: Scored, where: str) -> np.ndarray:
     if a.classes != b.classes:
         raise EnsembleError(f"{where}: classes differ ({a.classes} vs {b.classes})")
     position = {k: i for i, k in enumerate(b.keys)}
-    if len(position) != len(b.keys) or set(position) != set(a.keys):
+    if set(position) != set(a.keys):
         raise EnsembleError(f"{where}: the two runs scored different clips")
     order = np.array([position[k] for k in a.keys], dtype=np.int64)
     if not np.array_equal(a.labels, b.labels[order]):
