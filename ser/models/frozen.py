@@ -40,12 +40,11 @@ from ser.models.backbone import (
     freeze,
     load_backbone,
     load_mel_spec,
-    masked_mean,
     model_from_config,
     normalise,
-    sample_mask,
     weights_digest,
 )
+from ser.models.masks import masked_mean, sample_mask
 
 log = logging.getLogger(__name__)
 

@@ -24,12 +24,11 @@ from ser.models.backbone import (
     frame_lengths,
     given_features,
     load_backbone,
-    masked_mean,
     model_from_config,
     normalise,
-    sample_mask,
     set_pos_conv,
 )
+from ser.models.masks import masked_mean, sample_mask
 
 SPEED_DEFAULTS: dict[str, Any] = {
     "encoder_no_grad": True,
