@@ -174,6 +174,28 @@ def test_predict_cli_prints_every_file_and_json(tiny_checkpoint, tmp_path, capsy
     assert second["error"] == "unsupported_format" and "notes.txt" in second["detail"]
 
 
+def test_predict_cli_stops_quietly_when_its_reader_does(tiny_checkpoint, tmp_path):
+    """`ser-predict MODEL *.wav | head -1`: no BrokenPipeError traceback, at any point."""
+    import subprocess
+    import sys
+
+    from ser.config import REPO_ROOT
+
+    clip = tmp_path / "a.wav"
+    clip.write_bytes(encode(tone(3.5, 16000), 16000, "WAV", "PCM_16"))
+    for n_files in (2, 400):  # the output fits the pipe's buffer, or it doesn't
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ser.serving.predict", str(tiny_checkpoint),
+             *[str(clip)] * n_files], cwd=REPO_ROOT,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().startswith(str(clip))
+        proc.stdout.close()  # as head does after its line
+        err = proc.stderr.read()
+        proc.wait(timeout=300)
+        assert "Traceback" not in err and "BrokenPipe" not in err, err
+        assert proc.returncode == 1
+
+
 def test_predict_cli_names_a_bad_model(tmp_path, capsys):
     assert predict_main([str(tmp_path / "missing.ckpt"), str(tmp_path / "x.wav")]) == 2
     assert "cannot load model" in capsys.readouterr().err

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -361,8 +362,21 @@ def _positive_seconds(text: str) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Exit status 0 if every file was classified, 1 if any failed, 2 for a bad model."""
-    args = _parser().parse_args(argv)
+    """Exit status 0 if every file was classified, 1 if any failed, 2 for a bad model.
+
+    A reader that stops early (`ser-predict ... | head`) ends the run quietly, status 1."""
+    try:
+        status = _run(_parser().parse_args(argv))
+        sys.stdout.flush()  # here, not at exit, where a closed pipe can't be caught
+        return status
+    except BrokenPipeError:
+        # the rest of the output has nowhere to go; point stdout at /dev/null so the
+        # interpreter's own flush at exit doesn't fail a second time
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         predictor = Predictor.load(args.model, hop=args.hop)
     except (OSError, ValueError) as err:  # CheckpointError is a ValueError naming the file
