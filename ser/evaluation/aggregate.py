@@ -58,7 +58,7 @@ def summarise(runs: list[dict]) -> dict:
              **({"val_ua": r["val_ua"]} if "val_ua" in r else {})}
             for r in runs
         ],
-        **_mean_std(runs),
+        **mean_std(runs),
     }
     if all("val_ua" in r for r in runs):
         values = np.array([r["val_ua"] for r in runs], dtype=np.float64)
@@ -66,7 +66,7 @@ def summarise(runs: list[dict]) -> dict:
     summary.update(_classes(runs))
     fallback = [r["no_enrolment"] for r in runs if "no_enrolment" in r]
     if len(fallback) == len(runs):
-        summary["no_enrolment"] = {"protocols": _protocols(fallback), **_mean_std(fallback)}
+        summary["no_enrolment"] = {"protocols": _protocols(fallback), **mean_std(fallback)}
     return summary
 
 
@@ -75,9 +75,10 @@ def _protocols(runs: list[dict]) -> list[str]:
     return sorted({re.sub(r"fold \d+", "each run's fold", r.get("protocol", "?")) for r in runs})
 
 
-def _mean_std(runs: list[dict]) -> dict:
+def mean_std(runs: list[dict], keys: tuple[str, ...] = KEYS) -> dict:
+    """Mean and population std over runs (as over folds) of each of `keys`."""
     out = {}
-    for k in KEYS:
+    for k in keys:
         values = np.array([r[k] for r in runs], dtype=np.float64)
         out[k] = {"mean": float(values.mean()), "std": float(values.std())}
     return out

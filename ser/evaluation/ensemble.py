@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ser.evaluation.aggregate import KEYS, mean_std
 from ser.evaluation.metrics import confusion_matrix, metrics_from_confusion
-
-KEYS = ("ua", "wa", "macro_f1")
+from ser.evaluation.report import PREDICTION_COLUMNS
 
 
 class EnsembleError(ValueError):
@@ -50,14 +50,15 @@ def read_predictions(path: Path) -> Scored:
     with open(path, newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)
-        if not header or header[:5] != ["path", "speaker", "version", "true", "pred"]:
+        lead = len(PREDICTION_COLUMNS)
+        if not header or tuple(header[:lead]) != PREDICTION_COLUMNS:
             raise EnsembleError(f"{path}: not a predictions file (header {header})")
-        classes = header[5:-1]
+        classes = header[lead:-1]
         rows = list(reader)
     index = {c: i for i, c in enumerate(classes)}
     try:
         labels = np.array([index[r[3]] for r in rows], dtype=np.int64)
-        probs = np.array([[float(x) for x in r[5:-1]] for r in rows], dtype=np.float64)
+        probs = np.array([[float(x) for x in r[lead:-1]] for r in rows], dtype=np.float64)
     except (KeyError, ValueError, IndexError) as err:
         raise EnsembleError(f"{path}: unreadable row ({err})") from None
     keys = [r[0] for r in rows]
@@ -101,7 +102,8 @@ def _aligned(a: Scored, b: Scored, where: str) -> np.ndarray:
     return order
 
 
-def _ua(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
+def _scores(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
+    """Every metric of the clips' argmax predictions."""
     cm = confusion_matrix(labels, probs.argmax(axis=1), len(classes))
     return metrics_from_confusion(cm, classes)
 
@@ -109,7 +111,7 @@ def _ua(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
 def choose_weight(val_a: Scored, val_b: Scored, weights: np.ndarray) -> tuple[float, float]:
     """(w, validation UA) of the best mix; ties go to the w nearest 0.5."""
     order = _aligned(val_a, val_b, "validation")
-    scores = [_ua(val_a.labels, w * val_a.probs + (1 - w) * val_b.probs[order],
+    scores = [_scores(val_a.labels, w * val_a.probs + (1 - w) * val_b.probs[order],
                   val_a.classes)["ua"] for w in weights]
     best = max(range(len(weights)), key=lambda i: (round(scores[i], 12), -abs(weights[i] - 0.5)))
     return float(weights[best]), float(scores[best])
@@ -122,15 +124,16 @@ def ensemble_fold(run_a: Path, run_b: Path, weights: np.ndarray) -> dict:
     test_a = read_predictions(run_a / "predictions.csv")
     test_b = read_predictions(run_b / "predictions.csv")
     order = _aligned(test_a, test_b, f"{run_a} / {run_b}")
-    mixed = _ua(test_a.labels, w * test_a.probs + (1 - w) * test_b.probs[order], test_a.classes)
+    mixed = _scores(test_a.labels, w * test_a.probs + (1 - w) * test_b.probs[order],
+                    test_a.classes)
     protocols = [json.loads((r / "metrics.json").read_text()).get("protocol", "?")
                  for r in (run_a, run_b)]
     return {"run_a": str(run_a), "run_b": str(run_b), "protocol_a": protocols[0],
             "protocol_b": protocols[1], "weight_a": w, "val_ua": val_ua,
-            "val_ua_a": _ua(val_a.labels, val_a.probs, val_a.classes)["ua"],
-            "val_ua_b": _ua(val_b.labels, val_b.probs, val_b.classes)["ua"],
-            "test_ua_a": _ua(test_a.labels, test_a.probs, test_a.classes)["ua"],
-            "test_ua_b": _ua(test_b.labels, test_b.probs, test_b.classes)["ua"],
+            "val_ua_a": _scores(val_a.labels, val_a.probs, val_a.classes)["ua"],
+            "val_ua_b": _scores(val_b.labels, val_b.probs, val_b.classes)["ua"],
+            "test_ua_a": _scores(test_a.labels, test_a.probs, test_a.classes)["ua"],
+            "test_ua_b": _scores(test_b.labels, test_b.probs, test_b.classes)["ua"],
             **{k: mixed[k] for k in KEYS}, "confusion": mixed["confusion"]}
 
 
@@ -146,9 +149,8 @@ def ensemble(sweep_a: Path, sweep_b: Path, step: float = 0.05) -> dict:
     folds = {label: ensemble_fold(runs_a[label], runs_b[label], weights) for label in common}
     summary = {"sweep_a": str(sweep_a), "sweep_b": str(sweep_b), "folds": folds,
                "missing": sorted(set(runs_a) ^ set(runs_b))}
-    for key in (*KEYS, "val_ua", "val_ua_a", "val_ua_b", "test_ua_a", "test_ua_b"):
-        values = np.array([f[key] for f in folds.values()])
-        summary[key] = {"mean": float(values.mean()), "std": float(values.std())}
+    summary.update(mean_std(list(folds.values()), (*KEYS, "val_ua", "val_ua_a", "val_ua_b",
+                                                  "test_ua_a", "test_ua_b")))
     return summary
 
 

@@ -12,6 +12,8 @@ import numpy as np
 from ser.data.clip import Clip
 from ser.evaluation.plots import save_confusion_png
 
+# predictions.csv / val_predictions.csv: these columns, then one per class, then "protocol"
+PREDICTION_COLUMNS = ("path", "speaker", "version", "true", "pred")
 LEAKY_LABEL = "LEAKY (seed's random split: speakers shared between train and test)"
 
 
@@ -82,7 +84,7 @@ def write_predictions(
         raise ValueError(f"{len(rows)} rows but {len(probs)} predictions")
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["path", "speaker", "version", "true", "pred", *classes, "protocol"])
+        writer.writerow([*PREDICTION_COLUMNS, *classes, "protocol"])
         for (clip, version), p in zip(rows, probs, strict=False):
             pred = classes[int(np.argmax(p))]
             writer.writerow([clip.path, clip.speaker, version, clip.emotion, pred,
