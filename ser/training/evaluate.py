@@ -18,7 +18,6 @@ from typing import Any
 
 import hydra
 import lightning as L
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ser.evaluation.report import (
@@ -29,7 +28,7 @@ from ser.evaluation.report import (
 )
 from ser.training.checkpoint import load_classifier
 from ser.training.datamodule import SERDataModule
-from ser.training.module import SERClassifier
+from ser.training.module import SERClassifier, in_dataset_order
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +93,9 @@ def _write_val_predictions(trainer: L.Trainer, model: SERClassifier,
         warnings.filterwarnings("ignore", ".*weights_only.*")
         batches = trainer.predict(model, dataloaders=datamodule.val_dataloader(),
                                   ckpt_path=ckpt_path or None, weights_only=True)
-    index = torch.cat([b["index"] for b in batches])
-    order = torch.argsort(index)
+    index, probs = in_dataset_order([b["index"] for b in batches], [b["probs"] for b in batches])
     rows = datamodule.test_rows("val")
-    write_predictions(out_dir / "val_predictions.csv", [rows[i] for i in index[order].tolist()],
-                      torch.cat([b["probs"] for b in batches])[order].numpy(),
+    write_predictions(out_dir / "val_predictions.csv", [rows[i] for i in index], probs,
                       model.class_names, f"validation actors of: {protocol_label(protocol)}")
 
 

@@ -38,6 +38,15 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int,
                                            total_steps)
 
 
+def in_dataset_order(index: Sequence[torch.Tensor],
+                     probs: Sequence[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+    """Batches' (rows, probabilities) back in the dataset's order (batches may come
+    sorted by length)."""
+    rows = torch.cat(list(index))
+    order = torch.argsort(rows)
+    return rows[order].numpy(), torch.cat(list(probs))[order].numpy()
+
+
 class SERClassifier(ConfusionMetricsMixin, L.LightningModule):
     """A network and how it is trained; `attach` gives it what the data decided."""
 
@@ -162,11 +171,8 @@ class SERClassifier(ConfusionMetricsMixin, L.LightningModule):
         if not self._test_probs:
             self.last_test_index = self.last_test_outputs = None
             return
-        # batches may come sorted by length: rows go back to the dataset's order
-        index = torch.cat(self._test_index)
-        order = torch.argsort(index)
-        self.last_test_index = index[order].numpy()
-        self.last_test_outputs = torch.cat(self._test_probs)[order].numpy()
+        self.last_test_index, self.last_test_outputs = in_dataset_order(self._test_index,
+                                                                        self._test_probs)
 
     # --- regularisation and optimisation -------------------------------------------------
     def _l2_penalty(self) -> torch.Tensor:
