@@ -282,10 +282,16 @@ def _run(jobs: list[_Job], spec: FeatureSpec, n_jobs: int, progress: bool) -> It
         bar.close()
 
 
+def worker_context() -> mp.context.BaseContext:
+    """fork where the platform has it (no re-imports, and workers inherit what the parent
+    computed), else spawn; chosen explicitly, whatever the process's default: a sweep
+    launcher's worker (joblib's loky) defaults to one that must pickle everything."""
+    return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+
+
 def _run_pool(chunks: list[list[_Job]], spec: FeatureSpec, n_jobs: int, bar) -> Iterator[_Result]:
     mel_bands(spec.audio.sample_rate, spec.hand.n_fft, spec.hand.n_mels)  # forked workers inherit
-    methods = mp.get_all_start_methods()
-    context = mp.get_context("fork" if "fork" in methods else "spawn")  # fork: no re-imports
+    context = worker_context()
     with ProcessPoolExecutor(
         n_jobs, mp_context=context, initializer=_init_worker, initargs=(os.getpid(),)
     ) as pool:

@@ -21,7 +21,6 @@ The network sees the rows flattened; a clip's probability is the mean over its v
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -36,7 +35,13 @@ from ser.data.audio import AudioConfig, AudioError, resample
 from ser.data.clip import Clip
 from ser.data.splits import Split, check_no_leak, check_rows_no_leak
 from ser.features.augment import AugmentConfig, check_versions, make_versions
-from ser.features.extract import FEATURE_KINDS, FeatureSpec, FeatureTable, featurise
+from ser.features.extract import (
+    FEATURE_KINDS,
+    FeatureSpec,
+    FeatureTable,
+    featurise,
+    worker_context,
+)
 from ser.features.hand import HandFeatureConfig, hand_features
 from ser.features.speaker_norm import (
     Moments,
@@ -546,7 +551,7 @@ class WaveformPipeline(InputPipeline):
                                       seed=seed, bucket_batches=self.bucket_batches)
         return DataLoader(data.dataset, batch_sampler=sampler, collate_fn=collate_waves,
                           num_workers=n_jobs, persistent_workers=False,
-                          multiprocessing_context=_worker_context(n_jobs),
+                          multiprocessing_context=worker_context() if n_jobs else None,
                           pin_memory=torch.cuda.is_available())
 
     def meta(self) -> dict[str, Any]:
@@ -574,15 +579,6 @@ class WaveformPipeline(InputPipeline):
 
     def dynamic_axes(self) -> dict[str, dict[int, str]]:
         return {"waves": {2: "samples"}}
-
-
-def _worker_context(n_jobs: int) -> Any:
-    """fork where the platform has it, whatever the process's default start method: a
-    sweep launcher's worker (joblib's loky) defaults to one that must pickle the dataset,
-    and the DataLoader then fails to start its workers."""
-    if not n_jobs or "fork" not in mp.get_all_start_methods():
-        return None
-    return mp.get_context("fork")
 
 
 # --- building ----------------------------------------------------------------------------
