@@ -36,8 +36,7 @@ class LogMel(nn.Module):
     """(B, N) waves -> (B, n_mels, frames) mel power, frames = 1 + N // hop (centred)."""
 
     def __init__(self, sample_rate: int = 16000, n_fft: int = 512, win_length: int = 400,
-                 hop_length: int = 160, n_mels: int = 64, fmin: float = 50.0,
-                 fmax: float | None = None) -> None:
+                 hop_length: int = 160, n_mels: int = 64, fmin: float = 50.0) -> None:
         super().__init__()
         import librosa  # filters only; not needed for a forward
 
@@ -53,8 +52,7 @@ class LogMel(nn.Module):
         basis = np.concatenate([np.cos(angle), -np.sin(angle)]) * window  # (2F, n_fft)
         self.register_buffer("dft", torch.tensor(basis[:, None, :], dtype=torch.float32),
                              persistent=False)
-        mel = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin,
-                                  fmax=fmax)
+        mel = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin)
         self.register_buffer("mel", torch.tensor(mel, dtype=torch.float32), persistent=False)
 
     def frames(self, lengths: torch.Tensor) -> torch.Tensor:
@@ -198,7 +196,7 @@ class LogMelCNN(nn.Module):
         frames = self.logmel.frames(lengths).clamp(max=mel.shape[2])
         mask = sample_mask(frames, mel.shape[2])
         x = normalise_frames(log_floored(mel, mask, self.top_db), mask, self.normalisation)
-        if self.training and any(self.spec_augment.values()):
+        if self.training and (self.spec_augment["freq_masks"] or self.spec_augment["time_masks"]):
             x = spec_augment(x, frames, **self.spec_augment)
         keep = mask[:, None, :].to(x.dtype)
         x = self.input_norm(x) * keep
