@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import importlib.util
 import json
 import subprocess
 import sys
@@ -32,6 +33,8 @@ COMBINATIONS = [
     ("cnn", "utterance_stats", "none"),
     ("stats_linear", "seed_hand", "none"),
     ("stats_linear", "utterance_stats", "none"),
+    pytest.param("stats_linear", "opensmile", "none", marks=pytest.mark.skipif(
+        importlib.util.find_spec("opensmile") is None, reason="optional extra not installed")),
     ("wav2vec2_cnn", "waveform", "waveform_none"),
     ("hubert", "waveform", "waveform_none"),
     ("ssl_frozen", "waveform", "waveform_none"),
@@ -132,6 +135,10 @@ FAMILY_RUNS = {
     "stats_linear_speaker_norm": ["experiment=stats_ravdess_speaker_norm",
                                   "augment.versions=[original,speed0.9]",
                                   "augment.test_versions=[original,speed1.1]"],
+    "stats_linear_opensmile": ["experiment=stats_ravdess_rich", "features=opensmile",
+                               "features.opensmile.with_stats=true",
+                               "augment.versions=[original,speed0.9]",
+                               "augment.test_versions=[original,speed1.1]"],
     "wav2vec2_cnn": ["model=wav2vec2_cnn"],
     "hubert": ["model=hubert"],
     "logmel_cnn": ["experiment=logmel_ravdess", "model.net.channels=[16,16]",
@@ -144,6 +151,8 @@ FAMILY_RUNS = {
 @pytest.mark.parametrize("family", sorted(FAMILY_RUNS))
 def test_served_model_reproduces_the_runs_predictions_and_onnx_agrees(
         family, real_subset, tiny_backbones, tmp_path):
+    if "opensmile" in family:
+        pytest.importorskip("opensmile", reason="the optional opensmile extra")
     model = "stats_linear" if family.startswith("stats") else family
     cfg = train_cfg(tmp_path, real_subset, *FAMILY_RUNS[family], "logger=none",
                     "data.fold=2", "trainer.max_epochs=2", "data.batch_size=8",

@@ -41,6 +41,11 @@ from ser.features.augment import (
     speed_factor,
 )
 from ser.features.hand import HandFeatureConfig, feature_dim, hand_features, mel_bands
+from ser.features.opensmile_functionals import (
+    OpenSmileConfig,
+    opensmile_vector,
+    opensmile_version,
+)
 from ser.features.utterance import UtteranceStatsConfig, stats_dim, utterance_vector
 
 log = logging.getLogger(__name__)
@@ -57,7 +62,9 @@ _AUGMENT_FIELDS = {
     "shift": ("shift_max", "seed"),
 }
 assert set(_AUGMENT_FIELDS) == set(VERSIONS)
-FEATURE_KINDS = ("hand", "utterance_stats")
+FEATURE_KINDS = ("hand", "utterance_stats", "opensmile")
+# kinds that summarise the whole clip, whatever its length, into one vector
+WHOLE_CLIP_KINDS = ("utterance_stats", "opensmile")
 
 
 @dataclass(frozen=True)
@@ -65,7 +72,9 @@ class FeatureSpec:
     """Everything that decides a clip's feature vectors.
 
     `kind="hand"`: the seed's frame-stacked ZCR/RMS/MFCC vector of a fixed-length crop;
-    `kind="utterance_stats"`: statistics of the whole clip's frame descriptors.
+    `kind="utterance_stats"`: statistics of the whole clip's frame descriptors;
+    `kind="opensmile"`: openSMILE's functionals of the whole clip, then ours if
+    `opensmile.with_stats` (the optional extra; without it this stops here).
     """
 
     audio: AudioConfig
@@ -73,10 +82,13 @@ class FeatureSpec:
     augment: AugmentConfig
     kind: str = "hand"
     stats: UtteranceStatsConfig = field(default_factory=UtteranceStatsConfig)
+    opensmile: OpenSmileConfig = field(default_factory=OpenSmileConfig)
 
     def __post_init__(self) -> None:
         if self.kind not in FEATURE_KINDS:
             raise ValueError(f"features.kind must be one of {FEATURE_KINDS}, got {self.kind!r}")
+        if self.kind == "opensmile":
+            opensmile_version()  # a run without the extra stops before any work
 
     @property
     def n_samples(self) -> int:
@@ -89,6 +101,8 @@ class FeatureSpec:
     def dim(self) -> int:
         if self.kind == "utterance_stats":
             return stats_dim(self.stats)
+        if self.kind == "opensmile":
+            return self.opensmile.dim + (stats_dim(self.stats) if self.opensmile.with_stats else 0)
         return feature_dim(self.hand, self.audio.sample_rate, self.n_samples)
 
 
@@ -114,9 +128,23 @@ class _Job:
     versions: tuple[str, ...]
 
 
+def clip_vector(wave: np.ndarray, spec: FeatureSpec) -> np.ndarray:
+    """One waveform's vector for a whole-clip kind, in training and serving alike."""
+    sr = spec.audio.sample_rate
+    if spec.kind == "utterance_stats":
+        return utterance_vector(wave, sr, spec.stats)
+    if spec.kind != "opensmile":
+        raise ValueError(f"features.kind {spec.kind!r} is not a whole-clip kind")
+    vector = opensmile_vector(wave, sr, spec.opensmile)
+    if spec.opensmile.with_stats:
+        vector = np.concatenate([vector, utterance_vector(wave, sr, spec.stats)])
+    return vector
+
+
 @dataclass
 class _Result:
     digest: str
+    path: str = ""
     vectors: dict[str, np.ndarray] = field(default_factory=dict)
     error: str | None = None
     bad_file: bool = False  # an AudioError (skippable) rather than a failure of ours
@@ -378,7 +406,7 @@ def _compute_chunk(jobs: list[_Job], spec: FeatureSpec) -> list[_Result]:
     """Load and augment each job's file, then featurise all the waveforms in batches."""
     results, waves = [], []
     for job in jobs:
-        result = _Result(job.digest)
+        result = _Result(job.digest, str(job.path))
         results.append(result)
         try:
             wave = load_audio(job.path, spec.audio)
@@ -407,10 +435,15 @@ def _failure(what: Path | str, err: Exception) -> str:
 
 def _featurise_waves(waves: list[tuple[_Result, str, np.ndarray]], spec: FeatureSpec) -> None:
     """Each wave's vector into its result: hand features in equal-length batches."""
-    if spec.kind == "utterance_stats":
-        sr = spec.audio.sample_rate
+    if spec.kind in WHOLE_CLIP_KINDS:
         for result, version, wave in waves:
-            result.vectors[version] = utterance_vector(wave, sr, spec.stats)
+            if result.error is not None:
+                continue
+            try:
+                result.vectors[version] = clip_vector(wave, spec)
+            except ValueError as err:  # e.g. openSMILE's non-finite functionals
+                result.error = f"{result.path} ({version}): {err}"
+                result.bad_file = True
         return
     n = spec.n_samples
     by_length: dict[int, list[tuple[_Result, str, np.ndarray]]] = {}
@@ -474,11 +507,15 @@ def _key_fields(spec: FeatureSpec, version: str) -> dict:
         fields["hand"] = asdict(spec.hand)
         if fields["hand"]["short_clips"] == "seed":  # the seed's padding: keys as before
             del fields["hand"]["short_clips"]
-    else:
-        stats = asdict(spec.stats)
-        if not stats["extra"]:  # vectors without extra functionals: keys as before
-            del stats["extra"]
-        fields.update(kind=spec.kind, stats=stats)
+        return _canonical(fields)
+    stats = asdict(spec.stats)
+    if not stats["extra"]:  # vectors without extra functionals: keys as before
+        del stats["extra"]
+    fields.update(kind=spec.kind, stats=stats)
+    if spec.kind == "opensmile":
+        fields["opensmile"] = {**asdict(spec.opensmile), "package": opensmile_version()}
+        if not spec.opensmile.with_stats:
+            del fields["stats"]
     return _canonical(fields)
 
 

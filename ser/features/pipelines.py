@@ -11,8 +11,9 @@ version: (clips, versions, ...)), `labels` (clips,), `index` (clips,) positions 
 stage's dataset, and optionally `keys` (content keys of the clip-version rows, for caches).
 The network sees the rows flattened; a clip's probability is the mean over its versions.
 
-- `VectorPipeline` (`kind` hand | utterance_stats): a fixed-size vector per clip version
-  (the seed's ZCR/RMS/MFCC frames of a crop, or statistics of the whole clip), cached on
+- `VectorPipeline` (`kind` hand | utterance_stats | opensmile): a fixed-size vector per
+  clip version (the seed's ZCR/RMS/MFCC frames of a crop, or statistics or openSMILE
+  functionals of the whole clip), cached on
   disk, optionally standardised per speaker, then standardised with training statistics.
 - `WaveformPipeline` (`kind` waveform): 16 kHz samples, cropped, padded per batch, with
   on-line augmentation of training clips.
@@ -37,12 +38,15 @@ from ser.data.splits import Split, check_no_leak, check_rows_no_leak
 from ser.features.augment import AugmentConfig, check_versions, make_versions
 from ser.features.extract import (
     FEATURE_KINDS,
+    WHOLE_CLIP_KINDS,
     FeatureSpec,
     FeatureTable,
+    clip_vector,
     featurise,
     worker_context,
 )
 from ser.features.hand import HandFeatureConfig, hand_features
+from ser.features.opensmile_functionals import OpenSmileConfig, OpenSmileMissingError
 from ser.features.speaker_norm import (
     Moments,
     SpeakerNormConfig,
@@ -50,7 +54,7 @@ from ser.features.speaker_norm import (
     normalise_by_group,
     speaker_version_groups,
 )
-from ser.features.utterance import UtteranceStatsConfig, utterance_vector
+from ser.features.utterance import UtteranceStatsConfig
 from ser.features.waveform import (
     LengthBucketSampler,
     WaveAugmentConfig,
@@ -418,7 +422,8 @@ class VectorPipeline(InputPipeline):
         hand = HandFeatureConfig(**{"short_clips": "seed", **f["hand"]})
         spec = FeatureSpec(audio=AudioConfig(**f["audio"]), hand=hand,
                            augment=AugmentConfig(**f["augment"]), kind=f["kind"],
-                           stats=UtteranceStatsConfig(**f["stats"]))
+                           stats=UtteranceStatsConfig(**f["stats"]),
+                           opensmile=OpenSmileConfig(**f.get("opensmile", {})))
 
         def moments_of(m: dict | None) -> Moments | None:
             if m is None:
@@ -445,9 +450,8 @@ class VectorPipeline(InputPipeline):
         # augment seed, as a recording has no file digest to seed them with
         rng = np.random.default_rng(self.spec.augment.seed)
         waves = make_versions(wave, sr, self.test_versions, self.spec.augment, rng)
-        if self.spec.kind == "utterance_stats":
-            return np.stack([utterance_vector(waves[v], sr, self.spec.stats)
-                             for v in self.test_versions])
+        if self.spec.kind in WHOLE_CLIP_KINDS:
+            return np.stack([clip_vector(waves[v], self.spec) for v in self.test_versions])
         n = self.spec.n_samples
         return np.concatenate([hand_features(waves[v][None, :n], sr, self.spec.hand, n)
                                for v in self.test_versions])
@@ -607,15 +611,16 @@ def build_pipeline(features: dict, augment: dict | None = None,
     norm = SpeakerNormConfig(**(speaker_norm or {}))
     if kind == WaveformPipeline.kind:
         if norm.enabled:
-            raise ValueError("speaker_norm applies to feature-vector models (features=seed_hand "
-                             "or utterance_stats), not to waveform models")
+            raise ValueError("speaker_norm applies to feature-vector models (features=seed_hand, "
+                             "utterance_stats or opensmile), not to waveform models")
         return _waveform_pipeline(features, augment)
     train_versions = augment.pop("versions", ["original"])
     test_versions = augment.pop("test_versions", ["original"])
     spec = FeatureSpec(audio=AudioConfig(**features.get("audio", {})),
                        hand=HandFeatureConfig(**features.get("hand", {})),
                        augment=AugmentConfig(**augment), kind=kind,
-                       stats=UtteranceStatsConfig(**features.get("stats", {})))
+                       stats=UtteranceStatsConfig(**features.get("stats", {})),
+                       opensmile=OpenSmileConfig(**features.get("opensmile", {})))
     return VectorPipeline(spec, train_versions, test_versions, norm)
 
 
@@ -638,5 +643,5 @@ def pipeline_from_meta(meta: dict[str, Any]) -> InputPipeline:
         raise ValueError(f"unknown input pipeline {kind!r}; known: {sorted(PIPELINES)}")
     try:
         return PIPELINES[kind].from_meta(meta)
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, OpenSmileMissingError) as err:
         raise ValueError(f"input pipeline {kind!r}: {err}") from None

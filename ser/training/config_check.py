@@ -15,6 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from ser.config import CONF_DIR
+from ser.features.opensmile_functionals import OpenSmileMissingError, opensmile_version
 from ser.features.pipelines import AUGMENT_KINDS, INPUT_KINDS
 from ser.models import FAMILIES
 
@@ -35,6 +36,11 @@ def check_config(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> None:
     if kind not in INPUT_KINDS:
         raise ConfigError(f"features.kind must be one of {sorted(INPUT_KINDS)}, got {kind!r} "
                           f"(features={_choice('features', kind)})")
+    if kind == "opensmile":
+        try:
+            opensmile_version()
+        except OpenSmileMissingError as err:
+            raise ConfigError(str(err)) from None
     needs = FAMILIES[family].input_kind
     if INPUT_KINDS[kind] != needs:
         fits = _options(conf_dir, "features", lambda c: INPUT_KINDS.get(c.get("kind")) == needs)
