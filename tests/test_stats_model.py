@@ -3,6 +3,7 @@ regression family: units on generated audio, then tiny end-to-end fits."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -390,7 +391,11 @@ def test_speaker_normalised_fit_reports_both_protocols_and_evaluates(
     (),
     # the richer recipe's options: fixed LDA shrinkage, extra functionals
     ("model.net.lda_shrinkage=0.2", "features.stats.extra=[moments,voicing,slow]"),
-], ids=["recipe", "rich"])
+    # openSMILE's functionals followed by ours (the optional extra)
+    pytest.param(("features=opensmile", "features.opensmile.with_stats=true"),
+                 marks=pytest.mark.skipif(importlib.util.find_spec("opensmile") is None,
+                                          reason="the optional opensmile extra")),
+], ids=["recipe", "rich", "opensmile"])
 def test_test_speakers_labels_never_reach_training_or_selection(
         tone_corpus, stats_cache, tmp_path, monkeypatch, options):
     """Scramble the test actors' labels: the fitted weights and the chosen epoch must not
