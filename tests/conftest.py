@@ -15,6 +15,12 @@ from ser.config import REPO_ROOT, register_resolvers
 register_resolvers()
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """The Keras twin's tests last: once TensorFlow is loaded, openSMILE (the optional
+    extra) can't run in the same process (ser refuses it, as the two crash together)."""
+    items.sort(key=lambda item: item.path.name == "test_keras.py")
+
+
 def real_data_dir() -> Path:
     return Path(os.environ.get("SER_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
 

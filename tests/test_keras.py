@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -15,7 +16,8 @@ from ser.config import CONF_DIR, REPO_ROOT
 from ser.data.labels import EMOTIONS
 from ser.models.cnn1d import SeedCNN, keras_parameter_count
 
-pytest.importorskip("tensorflow", reason="the Keras twin needs the optional 'keras' extra")
+if importlib.util.find_spec("tensorflow") is None:  # not imported here: see conftest
+    pytest.skip("the Keras twin needs the optional 'keras' extra", allow_module_level=True)
 
 from ser.models.keras_cnn import (  # noqa: E402
     build_keras_cnn,

@@ -83,7 +83,7 @@ def test_every_offered_combination_runs_a_fast_dev_run_step(
 
 @pytest.mark.parametrize(("overrides", "message"), [
     (["model=cnn", "features=waveform"],
-     "model=cnn (family cnn) takes vector inputs: features=seed_hand|utterance_stats; "
+     "model=cnn (family cnn) takes vector inputs: features=opensmile|seed_hand|utterance_stats; "
      "features=waveform makes waveform inputs"),
     (["model=cnn", "augment=waveform"],
      "model=cnn with features=seed_hand takes augment=none|seed|speed (versions augmentation); "
@@ -176,7 +176,10 @@ def test_served_model_reproduces_the_runs_predictions_and_onnx_agrees(
         served = {r["path"]: predictor.predict(r["path"]) for r in rows}
     for row in rows:
         got = [served[row["path"]].probabilities[c] for c in names]
-        np.testing.assert_allclose(got, [float(row[c]) for c in names], atol=1e-5,
+        # float32 rounding: the run scores batches, serving one clip, summed in another
+        # order by some CPUs' kernels (1.3e-5 seen on the speaker-normalised model on an
+        # AMX machine, where 1e-5 had held before)
+        np.testing.assert_allclose(got, [float(row[c]) for c in names], atol=5e-5,
                                    err_msg=row["path"])
 
     runtime = Predictor.load(export_onnx(ckpt, run / "model.onnx"))

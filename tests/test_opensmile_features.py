@@ -22,8 +22,11 @@ from ser.features.extract import FeatureSpec, cache_key, featurise
 from ser.features.hand import HandFeatureConfig
 from ser.features.opensmile_functionals import (
     OPENSMILE_SETS,
+    OpenSmileClashError,
     OpenSmileConfig,
     OpenSmileMissingError,
+    _smile,
+    opensmile_vector,
     opensmile_version,
 )
 from ser.features.pipelines import VectorPipeline, pipeline_from_meta
@@ -120,3 +123,11 @@ def test_a_model_of_opensmile_features_without_the_package_is_refused_with_the_h
     monkeypatch.setitem(sys.modules, "opensmile", None)
     with pytest.raises(ValueError, match=r"input pipeline 'opensmile'.*research and educ"):
         pipeline_from_meta(meta)
+
+
+def test_a_process_with_tensorflow_loaded_is_refused_rather_than_crashed(monkeypatch):
+    monkeypatch.setattr("ser.features.opensmile_functionals.opensmile_version", lambda: "x")
+    monkeypatch.setitem(sys.modules, "tensorflow", object())
+    _smile.cache_clear()
+    with pytest.raises(OpenSmileClashError, match="TensorFlow"):
+        opensmile_vector(np.zeros(16000, np.float32), 16000, OpenSmileConfig())

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -62,10 +63,20 @@ def opensmile_version() -> str:
         raise OpenSmileMissingError(f"{INSTALL_HINT} ({err})") from None
 
 
+class OpenSmileClashError(RuntimeError):
+    """openSMILE asked for in a process that has loaded TensorFlow."""
+
+
 @lru_cache(maxsize=4)
 def _smile(feature_set: str) -> Any:
     """One extractor per set and process (building one parses its config files)."""
     opensmile_version()
+    if "tensorflow" in sys.modules:
+        # its native library and TensorFlow's crash the process (segfault or abort) when
+        # both are loaded, as measured with tensorflow-cpu 2.x and opensmile 2.6
+        raise OpenSmileClashError("openSMILE features can't be computed in a process that "
+                                  "has loaded TensorFlow (the Keras twin): their native "
+                                  "libraries crash together; run them in separate processes")
     import opensmile
 
     return opensmile.Smile(feature_set=getattr(opensmile.FeatureSet, feature_set),
