@@ -131,3 +131,20 @@ def test_a_process_with_tensorflow_loaded_is_refused_rather_than_crashed(monkeyp
     _smile.cache_clear()
     with pytest.raises(OpenSmileClashError, match="TensorFlow"):
         opensmile_vector(np.zeros(16000, np.float32), 16000, OpenSmileConfig())
+
+
+def test_serving_answers_non_finite_functionals_with_a_bad_audio_error(monkeypatch, tmp_path):
+    from ser.serving.decode import InputError
+    from ser.serving.predict import Predictor
+
+    monkeypatch.setattr(extract, "opensmile_version", lambda: "test")
+    monkeypatch.setattr("ser.features.opensmile_functionals._smile",
+                        lambda name: type("NaNSmile", (), {"process_signal": lambda self, w, sr:
+                                                            np.full((1, 88), np.nan)})())
+    pipeline = VectorPipeline(_spec(), ["original"], ["original"],
+                              standardise=Moments(np.zeros(88), np.ones(88)))
+    predictor = Predictor(lambda inputs: np.full((1, 2), 0.5), ["a", "b"], pipeline)
+    path = write_tone(tmp_path / "clip.wav", 200.0, seconds=1.0)
+    with pytest.raises(InputError, match="non-finite") as err:
+        predictor.predict(path)
+    assert err.value.code == "bad_audio"

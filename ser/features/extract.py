@@ -42,6 +42,7 @@ from ser.features.augment import (
 )
 from ser.features.hand import HandFeatureConfig, feature_dim, hand_features, mel_bands
 from ser.features.opensmile_functionals import (
+    NonFiniteFunctionalsError,
     OpenSmileConfig,
     opensmile_vector,
     opensmile_version,
@@ -441,7 +442,7 @@ def _featurise_waves(waves: list[tuple[_Result, str, np.ndarray]], spec: Feature
                 continue
             try:
                 result.vectors[version] = clip_vector(wave, spec)
-            except ValueError as err:  # e.g. openSMILE's non-finite functionals
+            except NonFiniteFunctionalsError as err:  # this file's audio, not our bug
                 result.error = f"{result.path} ({version}): {err}"
                 result.bad_file = True
         return

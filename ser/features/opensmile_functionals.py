@@ -33,6 +33,10 @@ class OpenSmileMissingError(ImportError):
     """The `opensmile` package is not installed."""
 
 
+class NonFiniteFunctionalsError(ValueError):
+    """openSMILE gave NaN or infinite functionals for this audio."""
+
+
 @dataclass(frozen=True)
 class OpenSmileConfig:
     """Which openSMILE set, and whether our utterance statistics follow it in the vector."""
@@ -84,12 +88,14 @@ def _smile(feature_set: str) -> Any:
 
 
 def opensmile_vector(wave: np.ndarray, sr: int, cfg: OpenSmileConfig) -> np.ndarray:
-    """A waveform's (cfg.dim,) float32 openSMILE functionals; ValueError if not finite."""
+    """A waveform's (cfg.dim,) float32 openSMILE functionals (NonFiniteFunctionalsError
+    if any is not finite)."""
     values = _smile(cfg.feature_set).process_signal(np.asarray(wave, np.float32), sr)
     vector = np.asarray(values, dtype=np.float32).reshape(-1)
     if vector.shape != (cfg.dim,):
         raise ValueError(f"openSMILE {cfg.feature_set} gave {vector.size} values, "
                          f"expected {cfg.dim}")
     if not np.isfinite(vector).all():
-        raise ValueError(f"openSMILE {cfg.feature_set} gave non-finite functionals")
+        raise NonFiniteFunctionalsError(f"openSMILE {cfg.feature_set} gave non-finite "
+                                        "functionals")
     return vector

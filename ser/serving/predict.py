@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from ser.data.audio import AudioError
+from ser.features.opensmile_functionals import NonFiniteFunctionalsError
 from ser.features.pipelines import InputPipeline, pipeline_from_meta
 from ser.serving.decode import (
     Audio,
@@ -243,9 +244,13 @@ class Predictor:
         for i in range(0, len(spans), WINDOW_BATCH):
             batch = spans[i:i + WINDOW_BATCH]
             lo, hi = min(s for s, _ in batch), max(e for _, e in batch)
-            inputs = self.pipeline.serve_inputs(audio.read(lo, hi), audio.sample_rate,
-                                                [(s - lo, e - lo) for s, e in batch],
-                                                self.enrolment)
+            try:
+                inputs = self.pipeline.serve_inputs(audio.read(lo, hi), audio.sample_rate,
+                                                    [(s - lo, e - lo) for s, e in batch],
+                                                    self.enrolment)
+            except NonFiniteFunctionalsError as err:
+                raise InputError("bad_audio", f"the audio gives non-finite features ({err})"
+                                 ) from None
             if not all(np.isfinite(x).all() for x in inputs.values()):
                 raise InputError("bad_audio", "the audio gives non-finite features "
                                  "(extreme sample values?)")
