@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -13,6 +14,12 @@ from ser.config import CONF_DIR as _CONF_DIR
 from ser.config import REPO_ROOT, register_resolvers
 
 register_resolvers()
+
+
+# the optional openSMILE extra (CI installs it): its tests skip, with this reason, without it
+HAS_OPENSMILE = importlib.util.find_spec("opensmile") is not None
+needs_opensmile = pytest.mark.skipif(not HAS_OPENSMILE,
+                                     reason="the optional opensmile extra is not installed")
 
 
 def pytest_collection_modifyitems(config, items) -> None:

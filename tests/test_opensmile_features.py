@@ -8,7 +8,6 @@ finite is a bad file named in the error, not a NaN row in the training table.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 
 import numpy as np
@@ -33,7 +32,7 @@ from ser.features.pipelines import VectorPipeline, pipeline_from_meta
 from ser.features.speaker_norm import Moments
 from ser.features.utterance import UtteranceStatsConfig, stats_dim, utterance_vector
 from ser.training.config_check import ConfigError, check_config
-from tests.conftest import train_cfg, write_tone
+from tests.conftest import needs_opensmile, train_cfg, write_tone
 
 AUDIO = AudioConfig(sample_rate=16000, duration=None)
 
@@ -78,11 +77,6 @@ def test_non_finite_functionals_make_a_bad_file_named_in_the_error(monkeypatch, 
     table = featurise([clip], ["original"], _spec(), cache_dir=None, n_jobs=1,
                       progress=False, on_bad_file="skip")
     assert len(table.features) == 0 and table.skipped[0][0] == path
-
-
-needs_opensmile = pytest.mark.skipif(
-    importlib.util.find_spec("opensmile") is None,
-    reason="the optional opensmile extra is not installed")
 
 
 @needs_opensmile

@@ -3,7 +3,6 @@ regression family: units on generated audio, then tiny end-to-end fits."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -26,7 +25,13 @@ from ser.features.utterance import (
 from ser.models.stats_linear import StatsLinearEnsemble, shrinkage_lda
 from ser.training.checkpoint import load_classifier
 from ser.training.train import train
-from tests.conftest import CONF_DIR, make_ravdess_tree, scramble_fold1_test_labels, train_cfg
+from tests.conftest import (
+    CONF_DIR,
+    make_ravdess_tree,
+    needs_opensmile,
+    scramble_fold1_test_labels,
+    train_cfg,
+)
 
 SR = 16000
 CFG = UtteranceStatsConfig()
@@ -393,8 +398,7 @@ def test_speaker_normalised_fit_reports_both_protocols_and_evaluates(
     ("model.net.lda_shrinkage=0.2", "features.stats.extra=[moments,voicing,slow]"),
     # openSMILE's functionals followed by ours (the optional extra)
     pytest.param(("features=opensmile", "features.opensmile.with_stats=true"),
-                 marks=pytest.mark.skipif(importlib.util.find_spec("opensmile") is None,
-                                          reason="the optional opensmile extra")),
+                 marks=needs_opensmile),
 ], ids=["recipe", "rich", "opensmile"])
 def test_test_speakers_labels_never_reach_training_or_selection(
         tone_corpus, stats_cache, tmp_path, monkeypatch, options):
